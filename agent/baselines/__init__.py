@@ -1,0 +1,1 @@
+"""Baseline autoscalers that the reinforcement-learning agent is compared against."""

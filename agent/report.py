@@ -1,0 +1,133 @@
+"""Reports from results.json: a Markdown table with 95 % confidence intervals and PNG plots."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (standard tables).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+COLUMNS = (
+    ("gpu_hours", "GPU-hours", "{:.3f}"),
+    ("cost_usd", "cost USD", "{:.2f}"),
+    ("slo_attainment", "SLO attainment", "{:.3f}"),
+    ("ttft_p95_s", "p95 TTFT s", "{:.2f}"),
+    ("dropped_requests", "dropped", "{:.0f}"),
+    ("scale_events", "scale events", "{:.1f}"),
+    ("allocation_changes", "alloc changes", "{:.1f}"),
+)
+
+
+def t95(dof: int) -> float:
+    if dof <= 0:
+        return float("nan")
+    keys = sorted(_T95)
+    for key in keys:
+        if dof <= key:
+            return _T95[key]
+    return 1.96
+
+
+def mean_ci(values: Iterable[float]) -> tuple[float, float]:
+    """Return the mean and the half-width of its 95 % confidence interval (0 for one value)."""
+    data = np.asarray(list(values), dtype=np.float64)
+    if data.size == 0:
+        return float("nan"), float("nan")
+    if data.size == 1:
+        return float(data[0]), 0.0
+    return float(data.mean()), t95(data.size - 1) * float(data.std(ddof=1)) / math.sqrt(data.size)
+
+
+def group_records(records: Iterable[Mapping]) -> dict[tuple[str, str], list[Mapping]]:
+    groups: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for record in records:
+        groups[(str(record["trace"]), str(record["controller"]))].append(record)
+    return groups
+
+
+def render_markdown(records: list[Mapping]) -> str:
+    """Return one table per trace: mean ± 95 % CI over seeds for each controller."""
+    groups = group_records(records)
+    lines: list[str] = []
+    for trace in sorted({t for t, _ in groups}):
+        n_seeds = max(len(v) for (t, _), v in groups.items() if t == trace)
+        lines.append(f"### {trace} ({n_seeds} seed{'s' if n_seeds != 1 else ''}, mean ± 95 % CI)")
+        lines.append("")
+        lines.append("| controller | " + " | ".join(label for _, label, _ in COLUMNS) + " |")
+        lines.append("|---" * (len(COLUMNS) + 1) + "|")
+        for (t, controller), rows in sorted(groups.items()):
+            if t != trace:
+                continue
+            cells = []
+            for key, _, fmt in COLUMNS:
+                mean, half = mean_ci(float(r[key]) for r in rows)
+                cells.append(fmt.format(mean) + (f" ± {fmt.format(half)}" if len(rows) > 1 else ""))
+            lines.append(f"| {controller} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_plots(traces: Mapping[tuple[str, int], Mapping[str, object]], run_dir: Path, cluster: object) -> list[Path]:
+    """Write a time-series PNG per (trace, seed) with load, replicas, TTFT p95 and GPUs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for (scenario, seed), by_controller in traces.items():
+        fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+        first = next(iter(by_controller.values()))
+        tick_s = first.tick_s  # type: ignore[attr-defined]
+        load = first.array("arrivals").sum(axis=1) / tick_s  # type: ignore[attr-defined]
+        minutes = np.arange(len(load)) * tick_s / 60.0
+        axes[0].plot(minutes, load, color="black")
+        axes[0].set_ylabel("requests/s")
+        axes[0].set_title(f"{scenario}, seed {seed}")
+        for name, trace in by_controller.items():
+            axes[1].step(minutes, trace.array("desired").sum(axis=1), where="post", label=name)  # type: ignore[attr-defined]
+            axes[2].plot(minutes, trace.array("ttft_p95").max(axis=1), label=name)  # type: ignore[attr-defined]
+            axes[3].step(minutes, trace.array("gpus_held").sum(axis=1), where="post", label=name)  # type: ignore[attr-defined]
+        axes[1].set_ylabel("desired replicas")
+        axes[2].set_ylabel("TTFT p95 s (max over Deployments)")
+        axes[2].set_yscale("log")
+        axes[3].set_ylabel("GPUs held")
+        axes[3].set_xlabel("minutes")
+        axes[1].legend(loc="upper right")
+        fig.tight_layout()
+        path = run_dir / f"timeseries_{_slug(scenario)}_seed{seed}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def render_pareto(records: list[Mapping], path: Path) -> Path:
+    """Write a cost versus SLO-attainment scatter, one point per (controller, trace) mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (trace, controller), rows in sorted(group_records(records).items()):
+        cost, _ = mean_ci(float(r["gpu_hours"]) for r in rows)
+        slo, _ = mean_ci(float(r["slo_attainment"]) for r in rows)
+        ax.scatter(cost, slo)
+        ax.annotate(f"{controller} ({trace})", (cost, slo), fontsize=7)
+    ax.set_xlabel("GPU-hours (lower is better)")
+    ax.set_ylabel("SLO attainment (higher is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)

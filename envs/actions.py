@@ -1,0 +1,71 @@
+"""The per-Deployment action and its decoding into a decision.
+
+An action is a pair (level, option). ``option`` indexes the allocation
+catalog. ``level`` 0 holds the replica count; any other level sets a target
+utilisation, and the replica count becomes the smallest that serves the
+current demand at that utilisation of the chosen option's profiled capacity:
+
+    replicas = ceil((request_rate + waiting / DRAIN_S) / (utilisation * capacity_per_replica))
+
+Sizing from a utilisation target, rather than a raw replica delta, keeps the
+action scale-free, so one policy serves Deployments of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.observation import EncoderContext, feasible_options, option_capacity_rps
+from envs.signals import SignalBatch
+
+HOLD_LEVEL = 0
+TARGET_UTILIZATION = (0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
+N_LEVELS = 1 + len(TARGET_UTILIZATION)
+# A queue is budgeted to drain within this many seconds.
+DRAIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a controller wants for one Deployment at one tick."""
+
+    name: str
+    target_replicas: int
+    option_index: int
+    source: str = "policy"
+    reason: str = ""
+
+
+def action_masks(ctx: EncoderContext, batch: SignalBatch) -> np.ndarray:
+    """Return (N, N_LEVELS + O) booleans: every level is allowed, options by feasibility."""
+    levels = np.ones((len(batch), N_LEVELS), dtype=bool)
+    return np.concatenate([levels, feasible_options(ctx, batch)], axis=1)
+
+
+def decode_actions(actions: np.ndarray, ctx: EncoderContext, batch: SignalBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Turn (N, 2) actions into target replicas (N,) and option indices (N,).
+
+    An infeasible option keeps the current one. Replicas are clipped to each
+    Deployment's [min_replicas, max_replicas].
+    """
+    actions = np.asarray(actions, dtype=np.int64).reshape(len(batch), 2)
+    level = np.clip(actions[:, 0], 0, N_LEVELS - 1)
+    current = batch["option_index"].astype(np.int64)
+    wanted = np.clip(actions[:, 1], 0, ctx.n_options - 1)
+    feasible = feasible_options(ctx, batch)
+    option = np.where(feasible[np.arange(len(batch)), wanted], wanted, current)
+
+    cap = option_capacity_rps(ctx, batch)
+    rows = np.arange(len(batch))
+    cap_new = cap[rows, option]
+    cap_now = cap[rows, current]
+    demand = np.nan_to_num(batch["request_rate"]) + np.nan_to_num(batch["waiting_requests"]) / DRAIN_S
+    utilization = np.array((1.0,) + TARGET_UTILIZATION)[level]
+    sized = np.ceil(demand / np.maximum(utilization * cap_new, 1e-9) - 1e-9)
+    # Holding across an option change keeps the same total capacity.
+    held = np.ceil(batch["desired_replicas"] * np.where(cap_new > 0, cap_now / np.maximum(cap_new, 1e-9), 1.0) - 1e-9)
+    replicas = np.where(level == HOLD_LEVEL, held, sized)
+    replicas = np.clip(replicas, ctx.min_replicas, ctx.max_replicas)
+    return replicas.astype(np.int64), option

@@ -1,0 +1,1 @@
+"""Serving models: turn arrivals and ready capacity into queueing and latency."""

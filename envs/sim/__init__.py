@@ -1,0 +1,1 @@
+"""Batched cluster simulator: parameters, state and one pure step function."""

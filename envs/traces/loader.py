@@ -1,0 +1,207 @@
+"""Build the per-tick arrival series of an episode from a trace spec.
+
+A trace spec is a plain mapping, usually one entry of the Hydra config group
+``conf/trace``. Its ``path`` takes one of three forms:
+
+- ``embedded:<relative path>``: a file shipped in the ``envs/data`` folder.
+- ``shared:<relative path>``: a file in the shared traces folder, which is
+  ``$GPU_AUTOSCALER_TRACES`` when that variable is set and otherwise
+  ``shared/traces`` beside the repository checkout.
+- any other path: absolute, or relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from envs.traces.readers import (
+    rate_to_series,
+    read_alibaba_genai_requests,
+    read_azure_llm,
+    read_mooncake,
+    read_servegen,
+    time_scale,
+    to_series,
+)
+from envs.traces.records import ArrivalSeries, RateTrace, RequestTrace
+
+# envs/traces/loader.py -> envs/ -> repository root.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_DATA = REPO_ROOT / "envs" / "data"
+TRACES_ENV_VAR = "GPU_AUTOSCALER_TRACES"
+# The repository is checked out beside a shared/traces folder on the team's machines.
+SHARED_TRACES = REPO_ROOT.parent / "shared" / "traces"
+
+REQUEST_READERS: dict[str, Callable[[Path], RequestTrace]] = {
+    "azure_llm": read_azure_llm,
+    "mooncake": read_mooncake,
+    "alibaba_genai": read_alibaba_genai_requests,
+}
+RATE_KINDS = ("servegen",)
+SPLITS = ("all", "train", "held_out")
+KNOWN_KEYS = frozenset({
+    "kind", "path", "name", "tick_s", "time_scale", "rate_scale", "clients", "mean_input_tokens",
+    "mean_output_tokens", "window_start_s", "window_end_s", "split", "train_fraction", "seed",
+})
+# Keys that only make sense for a rate trace, which has no per-request data.
+RATE_ONLY_KEYS = ("clients", "mean_input_tokens", "mean_output_tokens", "seed")
+
+
+class TraceSpecError(ValueError):
+    """Invalid trace spec: an unknown key, a missing key or a value of the wrong type or range."""
+
+
+def shared_traces_dir() -> Path:
+    """Return the folder that ``shared:`` paths resolve against, reading the environment on each call."""
+    override = os.environ.get(TRACES_ENV_VAR)
+    return Path(override).expanduser() if override else SHARED_TRACES
+
+
+def resolve_trace_path(path: str | PathLike[str]) -> Path:
+    """Resolve a spec path (``embedded:``, ``shared:``, absolute or repository-relative) to an existing path."""
+    text = str(path)
+    if text.startswith("embedded:"):
+        resolved = EMBEDDED_DATA / text.removeprefix("embedded:")
+        if not resolved.exists():
+            raise FileNotFoundError(
+                f"embedded trace {text!r} not found at {resolved}. Give a path relative to {EMBEDDED_DATA}, "
+                "or reinstall the package if its data files are missing."
+            )
+        return resolved
+
+    if text.startswith("shared:"):
+        root = shared_traces_dir()
+        resolved = root / text.removeprefix("shared:")
+        if not resolved.exists():
+            raise FileNotFoundError(
+                f"shared trace {text!r} not found at {resolved}. Set {TRACES_ENV_VAR} to the folder that "
+                f"contains the shared traces (it is now {root})."
+            )
+        return resolved
+
+    resolved = Path(text).expanduser()
+    if not resolved.is_absolute():
+        resolved = REPO_ROOT / resolved
+    if not resolved.exists():
+        raise FileNotFoundError(
+            f"trace path {text!r} not found at {resolved}. Relative paths resolve against the repository "
+            f"root {REPO_ROOT}. Give an existing path or use the embedded: or shared: prefix."
+        )
+    return resolved
+
+
+def _number(spec: Mapping[str, Any], key: str, default: float, allow_zero: bool = False) -> float:
+    """Return ``spec[key]`` as a finite float > 0 (or >= 0), or ``default`` when the key is absent."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TraceSpecError(f"trace spec key {key!r} is {value!r}. Give a finite number.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise TraceSpecError(f"trace spec key {key!r} is {value!r}. It must be {'>=' if allow_zero else '>'} 0.")
+    return float(value)
+
+
+def _optional_seconds(spec: Mapping[str, Any], key: str) -> float | None:
+    if spec.get(key) is None:
+        return None
+    return _number(spec, key, 0.0, allow_zero=True)
+
+
+def _check_keys(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """Check key names and the kind, and return ``(kind, path)``."""
+    unknown = sorted(str(key) for key in spec if key not in KNOWN_KEYS)
+    if unknown:
+        raise TraceSpecError(
+            f"unknown trace spec key(s) {unknown}. Remove or rename them. The known keys are {sorted(KNOWN_KEYS)}."
+        )
+    for key in ("kind", "path"):
+        if spec.get(key) in (None, ""):
+            raise TraceSpecError(f"trace spec key {key!r} is missing. Every trace spec needs 'kind' and 'path'.")
+
+    kind = str(spec["kind"])
+    kinds = sorted([*REQUEST_READERS, *RATE_KINDS])
+    if kind not in kinds:
+        raise TraceSpecError(f"trace spec kind {kind!r} is unknown. Use one of {kinds}.")
+    if kind not in RATE_KINDS:
+        misplaced = [key for key in RATE_ONLY_KEYS if spec.get(key) is not None]
+        if misplaced:
+            raise TraceSpecError(
+                f"trace spec key(s) {misplaced} apply only to kind 'servegen', not {kind!r}. Remove them."
+            )
+    return kind, str(spec["path"])
+
+
+def _read_rate_trace(spec: Mapping[str, Any], path: Path) -> RateTrace:
+    clients = spec.get("clients")
+    if clients is not None:
+        if isinstance(clients, (str, bytes)) or not all(
+            isinstance(client, int) and not isinstance(client, bool) for client in clients
+        ):
+            raise TraceSpecError(f"trace spec key 'clients' is {clients!r}. Give a list of integer client ids.")
+        clients = list(clients)
+    means = {
+        key: _number(spec, key, 0.0, allow_zero=True)
+        for key in ("mean_input_tokens", "mean_output_tokens")
+        if spec.get(key) is not None
+    }
+    return read_servegen(path, clients, **means)
+
+
+def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
+    """Read the trace a spec names and turn it into the arrival series of an episode.
+
+    The steps run in this order: read, ``time_scale`` (compress time), bin into
+    ticks of ``tick_s`` seconds, cut ``[window_start_s, window_end_s)``, take the
+    ``split`` and multiply by ``rate_scale``. Window bounds are seconds of the
+    original trace, measured from its first request or window, so they keep
+    their meaning when ``time_scale`` changes. ``seed`` makes a rate trace give
+    Poisson-sampled counts instead of expected counts.
+    """
+    kind, raw_path = _check_keys(spec)
+    tick_s = _number(spec, "tick_s", 15.0)
+    time_factor = _number(spec, "time_scale", 1.0)
+    rate_factor = _number(spec, "rate_scale", 1.0)
+    train_fraction = _number(spec, "train_fraction", 0.7)
+    split = spec.get("split", "all")
+    if split not in SPLITS:
+        raise TraceSpecError(f"trace spec key 'split' is {split!r}. Use one of {list(SPLITS)}.")
+    seed = spec.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TraceSpecError(f"trace spec key 'seed' is {seed!r}. Give an integer or leave it out.")
+    window_start = _optional_seconds(spec, "window_start_s")
+    window_end = _optional_seconds(spec, "window_end_s")
+
+    path = resolve_trace_path(raw_path)
+    trace: RequestTrace | RateTrace
+    trace = _read_rate_trace(spec, path) if kind in RATE_KINDS else REQUEST_READERS[kind](path)
+    if time_factor != 1.0:
+        trace = time_scale(trace, time_factor)
+    if isinstance(trace, RateTrace):
+        series = rate_to_series(trace, tick_s, seed)
+    else:
+        series = to_series(trace, tick_s)
+
+    if window_start is not None or window_end is not None:
+        start = series.start_s if window_start is None else window_start / time_factor
+        end = series.end_s if window_end is None else window_end / time_factor
+        try:
+            series = series.window(start, end)
+        except ValueError as error:
+            covered = f"{series.start_s * time_factor:g}..{series.end_s * time_factor:g} s"
+            raise TraceSpecError(
+                f"window_start_s={window_start} and window_end_s={window_end} are invalid for {path}. {error} "
+                f"Before time scaling the trace covers {covered}."
+            ) from None
+
+    if split != "all":
+        train, held_out = series.split(train_fraction)
+        series = train if split == "train" else held_out
+    if rate_factor != 1.0:
+        series = series.rate_scale(rate_factor)
+    if spec.get("name"):
+        series = replace(series, name=str(spec["name"]))
+    return series
