@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from agent.atomic import write_atomic, write_json_atomic
-from envs.actions import N_LEVELS, TARGET_UTILIZATION
+from envs.actions import N_LEVELS, PEAK_UTILIZATION, TARGET_UTILIZATION
 from envs.observation import OBSERVATION_VERSION, observation_size
 
 CHECKPOINT_FORMAT = 1
@@ -50,6 +50,7 @@ def action_layout(option_names: list[str]) -> dict[str, Any]:
     return {
         "levels": N_LEVELS,
         "target_utilization": list(TARGET_UTILIZATION),
+        "peak_utilization": list(PEAK_UTILIZATION),
         "options": list(option_names),
     }
 
@@ -143,10 +144,12 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
             f"{OBSERVATION_VERSION}; retrain the policy or use the release that trained it"
         )
     layout = metadata["action_layout"]
-    if layout.get("levels") != N_LEVELS or list(layout.get("target_utilization", [])) != list(TARGET_UTILIZATION):
+    expected = action_layout(list(layout.get("options", [])))
+    if any(layout.get(key) != expected[key] for key in ("levels", "target_utilization", "peak_utilization")):
         raise CheckpointError(
-            f"{meta_path}: action layout {layout.get('levels')} levels {layout.get('target_utilization')} "
-            f"differs from this code's {N_LEVELS} levels {list(TARGET_UTILIZATION)}"
+            f"{meta_path}: action layout (levels {layout.get('levels')}, utilisation targets "
+            f"{layout.get('target_utilization')} / {layout.get('peak_utilization')}) differs from this code's "
+            f"(levels {N_LEVELS}, {list(TARGET_UTILIZATION)} / {list(PEAK_UTILIZATION)}); retrain the policy"
         )
     if option_names is not None and list(layout.get("options", [])) != list(option_names):
         raise CheckpointError(

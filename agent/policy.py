@@ -77,4 +77,4 @@ class PolicyController(Controller):
         masks = action_masks(self.ctx, batch)
         actions, _ = self.policy.predict(obs, deterministic=self.deterministic, action_masks=masks)
         self._last_batch = batch
-        return decode_actions(np.asarray(actions), self.ctx, batch)
+        return decode_actions(np.asarray(actions), self.ctx, batch, self._history)

@@ -2,10 +2,15 @@
 
 An action is a pair (level, option). ``option`` indexes the allocation
 catalog. ``level`` 0 holds the replica count; any other level sets a target
-utilisation, and the replica count becomes the smallest that serves the
-current demand at that utilisation of the chosen option's profiled capacity:
+utilisation, and the replica count becomes the smallest that serves a demand
+estimate at that utilisation of the chosen option's profiled capacity:
 
-    replicas = ceil((request_rate + waiting / DRAIN_S) / (utilisation * capacity_per_replica))
+    replicas = ceil(demand / (utilisation * capacity_per_replica))
+
+Levels 1..len(TARGET_UTILIZATION) size for the current demand,
+``request_rate + waiting / DRAIN_S``. The PEAK_UTILIZATION levels size for
+the peak request rate of the history window (HISTORY_TICKS ticks), which
+keeps capacity through the quiet gaps of bursty traffic.
 
 Sizing from a utilisation target, rather than a raw replica delta, keeps the
 action scale-free, so one policy serves Deployments of any size.
@@ -22,7 +27,8 @@ from envs.signals import SignalBatch
 
 HOLD_LEVEL = 0
 TARGET_UTILIZATION = (0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
-N_LEVELS = 1 + len(TARGET_UTILIZATION)
+PEAK_UTILIZATION = (0.5, 0.7, 0.85, 1.0)
+N_LEVELS = 1 + len(TARGET_UTILIZATION) + len(PEAK_UTILIZATION)
 # A queue is budgeted to drain within this many seconds.
 DRAIN_S = 30.0
 
@@ -44,8 +50,13 @@ def action_masks(ctx: EncoderContext, batch: SignalBatch) -> np.ndarray:
     return np.concatenate([levels, feasible_options(ctx, batch)], axis=1)
 
 
-def decode_actions(actions: np.ndarray, ctx: EncoderContext, batch: SignalBatch) -> tuple[np.ndarray, np.ndarray]:
+def decode_actions(
+    actions: np.ndarray, ctx: EncoderContext, batch: SignalBatch, history: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Turn (N, 2) actions into target replicas (N,) and option indices (N,).
+
+    ``history`` is the (N, HISTORY_TICKS) request-rate history the observation
+    was encoded with (``envs.observation.push_history``).
 
     An infeasible option keeps the current one. Replicas are clipped to each
     Deployment's [min_replicas, max_replicas].
@@ -61,8 +72,11 @@ def decode_actions(actions: np.ndarray, ctx: EncoderContext, batch: SignalBatch)
     rows = np.arange(len(batch))
     cap_new = cap[rows, option]
     cap_now = cap[rows, current]
-    demand = np.nan_to_num(batch["request_rate"]) + np.nan_to_num(batch["waiting_requests"]) / DRAIN_S
-    utilization = np.array((1.0,) + TARGET_UTILIZATION)[level]
+    current_demand = np.nan_to_num(batch["request_rate"]) + np.nan_to_num(batch["waiting_requests"]) / DRAIN_S
+    peak_demand = np.maximum(np.nan_to_num(history).max(axis=1), current_demand)
+    n_current = len(TARGET_UTILIZATION)
+    demand = np.where(level > n_current, peak_demand, current_demand)
+    utilization = np.array((1.0,) + TARGET_UTILIZATION + PEAK_UTILIZATION)[level]
     sized = np.ceil(demand / np.maximum(utilization * cap_new, 1e-9) - 1e-9)
     # Holding across an option change keeps the same total capacity.
     held = np.ceil(batch["desired_replicas"] * np.where(cap_new > 0, cap_now / np.maximum(cap_new, 1e-9), 1.0) - 1e-9)

@@ -73,7 +73,7 @@ class GpuAutoscalerEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         assert self._batch is not None and self._history is not None, "call reset() first"
-        replicas, option = decode_actions(np.asarray(action), self.ctx, self._batch)
+        replicas, option = decode_actions(np.asarray(action), self.ctx, self._batch, self._history)
         info = self.sim.step(replicas, option)
         rewards = compute_reward(self.weights, self.sim.params, self.sim.state, info)[0]
         self._history = push_history(self._history, self._batch)

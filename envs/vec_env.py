@@ -73,7 +73,7 @@ class BatchedVecEnv(VecEnv):
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         assert self._batch is not None and self._history is not None and self._actions is not None
-        replicas, option = decode_actions(self._actions, self.ctx, self._batch)
+        replicas, option = decode_actions(self._actions, self.ctx, self._batch, self._history)
         info = self.sim.step(replicas, option)
         rewards = compute_reward(self.weights, self.sim.params, self.sim.state, info).reshape(-1)
         self._history = push_history(self._history, self._batch)

@@ -24,6 +24,9 @@ import numpy as np
 from envs.serving.capacity import DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, replica_capacity_rps
 from envs.serving.fluid import SERVERS_PER_REPLICA, serve_tick
 from envs.sim.params import SimParams, randomize_envs
+
+# Utilisation at which the reward's reference cost serves the mean load.
+REFERENCE_UTILIZATION = 0.85
 from envs.sim.state import SimState
 
 
@@ -74,10 +77,35 @@ def reset_envs(state: SimState, params: SimParams, seed: int, env_ids: np.ndarra
     state.draining_slots[env_ids] = 0.0
     state.input_tokens[env_ids] = DEFAULT_INPUT_TOKENS
     state.output_tokens[env_ids] = DEFAULT_OUTPUT_TOKENS
+    _episode_references(state, params, env_ids)
     # The agent starts on a running service: the first signals show tick 0's
     # traffic on the initial pods. Time stays at tick 0 and the queue empty.
     serve_arrivals(state, params, env_ids)
     state.backlog[env_ids] = 0.0
+
+
+def _episode_references(state: SimState, params: SimParams, env_ids: np.ndarray) -> None:
+    """Store each episode's mean arrivals per tick and the cost of serving them cheaply.
+
+    Both come from the trace window, which the reward may see; observations never do.
+    """
+    window = state.trace_pos[env_ids][..., None] + np.arange(params.episode_ticks)
+    requests = params.bank.requests[window]
+    total = np.maximum(requests.sum(axis=-1), 1e-9)
+    mean_in = params.bank.input_tokens[window].sum(axis=-1) / total
+    mean_out = params.bank.output_tokens[window].sum(axis=-1) / total
+    mean_arrivals = requests.mean(axis=-1) * state.rate_scale[env_ids]
+    cap = replica_capacity_rps(
+        params.prefill_tps[None], params.decode_tps[None], params.max_concurrency[None], params.itl_s[None],
+        mean_in[..., None], mean_out[..., None],
+    )
+    price = params.option_price_per_hour[None, None, :]
+    per_rps = np.where(cap > 0, price / np.maximum(cap, 1e-9), np.inf).min(axis=-1)
+    cheapest_replica = np.where(params.fits, params.option_price_per_hour[None, :], np.inf).min(axis=-1)
+    hourly = np.maximum(mean_arrivals / params.tick_s * per_rps / REFERENCE_UTILIZATION,
+                        np.maximum(params.min_replicas, 1.0)[None, :] * cheapest_replica[None, :])
+    state.episode_mean_arrivals[env_ids] = np.maximum(mean_arrivals, 1e-6)
+    state.reference_cost[env_ids] = hourly * params.tick_s / 3600.0
 
 
 def _remove_youngest(starting: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -22,6 +22,10 @@ class SimState:
     episode: np.ndarray  # (E,) episodes started so far, the counter of the random streams
     trace_pos: np.ndarray  # (E, D) bank index of tick 0 of this episode
     rate_scale: np.ndarray  # (E, D)
+    # Mean arrivals per tick over this episode's window, and the cost per tick of
+    # serving that mean on the cheapest option; the reward's normalisers.
+    episode_mean_arrivals: np.ndarray  # (E, D)
+    reference_cost: np.ndarray  # (E, D) USD per tick
     option: np.ndarray  # (E, D) option of the current pod template
     old_option: np.ndarray  # (E, D) option of pods still draining after a change, -1 if none
     desired: np.ndarray  # (E, D) spec.replicas
@@ -60,6 +64,8 @@ def zeros_state(params: SimParams) -> SimState:
         episode=np.zeros(e, dtype=np.int64),
         trace_pos=np.zeros(ed, dtype=np.int64),
         rate_scale=np.ones(ed),
+        episode_mean_arrivals=np.ones(ed),
+        reference_cost=np.ones(ed),
         option=np.zeros(ed, dtype=np.int64),
         old_option=np.full(ed, -1, dtype=np.int64),
         desired=f(),
