@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
 
 from agent.atomic import write_atomic, write_text_atomic
 from agent.checkpoint import save_checkpoint
@@ -115,12 +116,16 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     venv = make_vec_env(cfg)
+    # Rewards are sums of cost and SLO terms of order 1 to 100 per tick; scaling
+    # them by a running estimate of the return's spread keeps PPO's value loss
+    # and advantages well conditioned. Observations are already scale-free.
+    env = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=float(algo.gamma))
     device = select_device(algo.device)
     torch.manual_seed(int(cfg.seed))
     np.random.seed(int(cfg.seed))
     model = MaskablePPO(
         "MlpPolicy",
-        venv,
+        env,
         learning_rate=algo.learning_rate,
         n_steps=algo.n_steps,
         batch_size=algo.batch_size,

@@ -88,8 +88,8 @@ class TraceConf:
 @dataclass
 class RewardConf:
     cost_weight: float = 1.0
-    slo_weight: float = 10.0
-    drop_weight: float = 10.0
+    slo_weight: float = 50.0
+    drop_weight: float = 50.0
     churn_weight: float = 0.05
     allocation_change_weight: float = 0.1
 

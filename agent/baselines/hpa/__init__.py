@@ -3,7 +3,7 @@
 A line-by-line port of the replica math and normalization in
 ``pkg/controller/podautoscaler/{horizontal,replica_calculator}.go`` (Kubernetes 1.3x),
 driven by plain dataclasses instead of API clients. Quantities are milli-values
-(``"500m"`` is 500, ``2`` is 2000); times are seconds on the caller's clock.
+(``"500m"`` is 500, ``2`` is 2000), and times are seconds on the caller's clock.
 
 Build an HPA on a Pods metric without YAML, and call ``reconcile`` every sync period
 (15 s by default)::
@@ -14,7 +14,7 @@ Build an HPA on a Pods metric without YAML, and call ``reconcile`` every sync pe
 
     hpa = HorizontalPodAutoscaler.for_pods_metric(
         "vllm_num_requests_waiting", target_average=5, min_replicas=1, max_replicas=8,
-        behavior="default",  # behavior: {} with default rules; None takes the legacy path
+        behavior="default",  # behavior: {} with default rules, while None takes the legacy path
     )
     controller = HpaController(hpa)  # flags: tolerance=0.1, downscale_stabilization_s=300, ...
 
@@ -43,14 +43,16 @@ from .api_types import (
     HPAScalingRules,
     MetricSpec,
     MetricTarget,
+    QuantityError,
     default_behavior,
+    milli_value,
+    parse_quantity,
 )
 from .controller import HpaCondition, HpaController, HpaResult
 from .manifest import hpa_from_object, load_hpa_manifest, parse_hpa_object
 from .metric_proposals import MetricStatus
 from .normalization import HpaState, ScaleEvent, TimestampedRecommendation
 from .pods import Container, MetricError, MetricValues, Pod, PodMetricSample, group_pods
-from .quantity import QuantityError, milli_value, parse_quantity
 from .replica_calculator import ReplicaCalculator, Tolerances
 from .validation import HpaManifestError, validate_hpa
 

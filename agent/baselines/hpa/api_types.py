@@ -1,4 +1,4 @@
-"""Typed ``autoscaling/v2`` HorizontalPodAutoscaler objects and their API defaulting.
+"""Typed ``autoscaling/v2`` HorizontalPodAutoscaler objects, their API defaulting, and Quantity parsing.
 
 Field names follow the Kubernetes API (``kubernetes/api: autoscaling/v2/types.go``) in
 snake_case. Quantities are stored as milli-values (``Quantity.MilliValue()``), so a target
@@ -13,11 +13,93 @@ legacy normalization path, which differs from ``behavior: {}``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Mapping, Optional, Union
 
-from .quantity import QuantityLike, milli_value
 from .validation import validate_hpa
+
+# --- resource.Quantity ---
+# The grammar and the rounding follow ``k8s.io/apimachinery/pkg/api/resource/quantity.go``.
+# A quantity is a signed decimal number with an optional suffix: binary (Ki, Mi, Gi, Ti, Pi, Ei),
+# decimal (n, u, m, k, M, G, T, P, E) or a decimal exponent (e3, E-2).
+
+QuantityLike = Union[str, int, float]
+
+_QUANTITY_PATTERN = re.compile(
+    r"^(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))"
+    r"(?:(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE](?P<exponent>[+-]?\d+))?$"
+)
+
+_SUFFIX_SCALE: dict[str, Fraction] = {
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 10**3),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+}
+
+
+class QuantityError(ValueError):
+    """Invalid Kubernetes quantity string."""
+
+
+def parse_quantity(value: QuantityLike) -> Fraction:
+    """Parse a quantity such as ``"500m"``, ``"1.5Gi"`` or ``"2e3"`` into an exact number.
+
+    A Python int or float is taken as the number itself (``0.5`` equals ``"500m"``).
+    Raises QuantityError naming the value when it does not match the Kubernetes grammar.
+    """
+    if isinstance(value, bool):
+        raise QuantityError(f"invalid quantity {value!r}: expected a number or a string such as '500m'")
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise QuantityError(f"invalid quantity {value!r}: the number must be finite")
+        return Fraction(str(value))
+    if not isinstance(value, str):
+        raise QuantityError(f"invalid quantity {value!r}: expected a number or a string such as '500m'")
+
+    match = _QUANTITY_PATTERN.match(value.strip())
+    if match is None:
+        raise QuantityError(
+            f"invalid quantity {value!r}: use a decimal number with an optional suffix "
+            "(m, k, M, G, Ki, Mi, Gi, ...) or exponent (e3), for example '250m' or '1.5Gi'"
+        )
+    number = Fraction(match.group("number"))
+    if match.group("suffix"):
+        return number * _SUFFIX_SCALE[match.group("suffix")]
+    if match.group("exponent"):
+        return number * Fraction(10) ** int(match.group("exponent"))
+    return number
+
+
+def milli_value(value: QuantityLike) -> int:
+    """Return ``ceil(quantity * 1000)``, the value of ``Quantity.MilliValue()`` upstream."""
+    return math.ceil(parse_quantity(value) * 1000)
+
+
+def format_milli(milli: int) -> str:
+    """Format a milli-value the way ``resource.NewMilliQuantity(v, DecimalSI)`` prints it."""
+    if milli % 1000 == 0:
+        return str(milli // 1000)
+    return f"{milli}m"
+
+
+# --- autoscaling/v2 types ---
 
 # autoscaling.DefaultCPUUtilization, the metric an HPA without metrics gets.
 DEFAULT_CPU_UTILIZATION = 80
@@ -36,7 +118,7 @@ class CrossVersionObjectReference:
 class MetricTarget:
     """Target of one metric: ``type`` is Utilization, Value or AverageValue.
 
-    ``average_utilization`` is a percentage of the pod requests; the other two are milli-values.
+    ``average_utilization`` is a percentage of the pod requests, and the other two are milli-values.
     """
 
     type: str
@@ -51,7 +133,7 @@ class MetricSpec:
 
     ``name`` is the resource name (``cpu``, ``memory``) for Resource and ContainerResource
     sources and the metric name otherwise. ``selector`` is the metric label selector as
-    written in the manifest; the controller does not evaluate it.
+    written in the manifest, which the controller does not evaluate.
     """
 
     type: str
@@ -142,14 +224,14 @@ class HorizontalPodAutoscalerBehavior:
     scale_down: Optional[HPAScalingRules] = None
 
 
-# pkg/apis/autoscaling/v2/defaults.go. The Go comment on ScaleUp in types.go still says
+# pkg/apis/autoscaling/v2/defaults.go. The Go comment on ScaleUp in types.go still reads
 # "per 60 seconds", but the applied defaults use 15 s periods.
 DEFAULT_SCALE_UP_RULES = HPAScalingRules(
     stabilization_window_seconds=0,
     select_policy="Max",
     policies=(HPAScalingPolicy("Pods", 4, 15), HPAScalingPolicy("Percent", 100, 15)),
 )
-# The scale-down window stays None; the controller fills it from
+# The scale-down window stays None, and the controller fills it from
 # --horizontal-pod-autoscaler-downscale-stabilization (maybeInitScaleDownStabilizationWindow).
 DEFAULT_SCALE_DOWN_RULES = HPAScalingRules(
     stabilization_window_seconds=None,
@@ -175,7 +257,7 @@ def default_scaling_rules(rules: Optional[HPAScalingRules], defaults: HPAScaling
 
 
 def default_behavior(behavior: Optional[HorizontalPodAutoscalerBehavior]) -> Optional[HorizontalPodAutoscalerBehavior]:
-    """Fill both directions of a present ``behavior``; leave an absent one absent."""
+    """Fill both directions of a present ``behavior``, and leave an absent one absent."""
     if behavior is None:
         return None
     return HorizontalPodAutoscalerBehavior(
@@ -247,7 +329,8 @@ def _target(
     value: Optional[QuantityLike] = None,
     average_value: Optional[QuantityLike] = None,
 ) -> MetricTarget:
-    given = [label for label, item in (("utilization", utilization), ("value", value), ("average_value", average_value)) if item is not None]
+    candidates = (("utilization", utilization), ("value", value), ("average_value", average_value))
+    given = [label for label, item in candidates if item is not None]
     if len(given) != 1:
         raise ValueError(f"a metric target needs exactly one of utilization, value, average_value (got {given or 'none'})")
     if utilization is not None:

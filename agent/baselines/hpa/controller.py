@@ -1,8 +1,8 @@
 """The HorizontalPodAutoscaler controller loop for one HPA, as ``reconcileAutoscaler`` in ``horizontal.go``.
 
-``HpaController.reconcile`` is one sync of the upstream controller (Kubernetes 1.3x): it reads
-the Scale (spec and status replicas), proposes replicas per metric, takes the max over the
-valid metrics, normalizes the result (legacy path or ``behavior`` path) and reports what it
+``HpaController.reconcile`` is one sync of the upstream controller (Kubernetes 1.3x). It reads
+the Scale (spec and status replicas) and proposes replicas per metric. It then takes the max
+over the valid metrics, normalizes it (legacy path or ``behavior`` path) and reports what it
 would write to the Scale. The caller runs it every ``sync_period_s`` and applies the result.
 """
 
@@ -130,10 +130,12 @@ class HpaController:
 
         ``scale_spec_replicas`` is the target's spec.replicas (the controller's "current"),
         ``scale_status_replicas`` its status.replicas. ``write_succeeded=False`` simulates a
-        failed Scale update: the scale event is then not stored, as upstream.
+        failed Scale update, after which no scale event is stored, as upstream.
         """
         hpa = self.hpa
-        self._set_condition("AbleToScale", True, "SucceededGetScale", "the HPA controller was able to get the target's current scale")
+        self._set_condition(
+            "AbleToScale", True, "SucceededGetScale", "the HPA controller was able to get the target's current scale"
+        )
         current = scale_spec_replicas
         if self.state.recommendations is None:
             self.state.recommendations = [TimestampedRecommendation(current, now_s)]
@@ -147,7 +149,9 @@ class HpaController:
             # Implicit maintenance mode: a target scaled to zero by hand is left alone.
             desired = 0
             rescale = False
-            self._set_condition("ScalingActive", False, "ScalingDisabled", "scaling is disabled since the replica count of the target is zero")
+            self._set_condition(
+                "ScalingActive", False, "ScalingDisabled", "scaling is disabled since the replica count of the target is zero"
+            )
         elif current > hpa.max_replicas:
             reason = "Current number of replicas above Spec.MaxReplicas"
             desired = hpa.max_replicas
@@ -172,10 +176,14 @@ class HpaController:
         if not rescale:
             return self._result(current, current, False, True, metric_desired, reason, statuses, error)
         if not write_succeeded:
-            self._set_condition("AbleToScale", False, "FailedUpdateScale", "the HPA controller was unable to update the target scale")
-            logger.debug("HPA %s: update of the Scale to %d failed; no scale event stored", hpa.key, desired)
+            self._set_condition(
+                "AbleToScale", False, "FailedUpdateScale", "the HPA controller was unable to update the target scale"
+            )
+            logger.debug("HPA %s: update of the Scale to %d failed, so no scale event is stored", hpa.key, desired)
             return self._result(current, desired, True, False, metric_desired, reason, statuses, error)
-        self._set_condition("AbleToScale", True, "SucceededRescale", f"the HPA controller was able to update the target scale to {desired}")
+        self._set_condition(
+            "AbleToScale", True, "SucceededRescale", f"the HPA controller was able to update the target scale to {desired}"
+        )
         store_scale_event(hpa.behavior, self.state, current, desired, now_s)
         logger.debug("HPA %s: rescaled %d -> %d (%s)", hpa.key, current, desired, reason)
         return self._result(current, desired, True, True, metric_desired, reason, statuses, error)
@@ -185,7 +193,7 @@ class HpaController:
     ) -> tuple[Optional[int], tuple[MetricStatus, ...], Optional[str], str]:
         """Return (max proposal or None, statuses, error, name of the deciding metric).
 
-        A broken metric never allows a scale-down: with any invalid metric, a max below
+        A broken metric never allows a scale-down. With any invalid metric, a max below
         spec.replicas is rejected, but a scale-up on the valid metrics goes ahead.
         """
         tolerances = self.tolerances()
@@ -207,13 +215,18 @@ class HpaController:
 
         error = None
         if failures:
-            error = f"invalid metrics ({len(failures)} invalid out of {len(self.hpa.metrics)}), first error is: {failures[0].message}"
+            error = (
+                f"invalid metrics ({len(failures)} invalid out of {len(self.hpa.metrics)}), "
+                f"first error is: {failures[0].message}"
+            )
         replicas = best.replicas if best is not None else 0
         if len(failures) >= len(self.hpa.metrics) or (failures and replicas < spec_replicas):
-            self._set_condition("ScalingActive", False, failures[0].reason, f"the HPA was unable to compute the replica count: {failures[0].message}")
+            message = f"the HPA was unable to compute the replica count: {failures[0].message}"
+            self._set_condition("ScalingActive", False, failures[0].reason, message)
             return None, tuple(statuses), error, ""
         assert best is not None  # at least one metric is valid here
-        self._set_condition("ScalingActive", True, "ValidMetricFound", f"the HPA was able to successfully calculate a replica count from {best.description}")
+        message = f"the HPA was able to successfully calculate a replica count from {best.description}"
+        self._set_condition("ScalingActive", True, "ValidMetricFound", message)
         return replicas, tuple(statuses), error, best.description
 
     def _normalize(self, current: int, proposal: int, now_s: float) -> int:
@@ -223,7 +236,8 @@ class HpaController:
         if hpa.behavior is None:
             stabilized = stabilize_recommendation(recommendations, proposal, now_s, self.downscale_stabilization_s)
             if stabilized != proposal:
-                self._set_condition("AbleToScale", True, "ScaleDownStabilized", "recent recommendations were higher than current one, applying the highest recent recommendation")
+                message = "recent recommendations were higher than current one, applying the highest recent recommendation"
+                self._set_condition("AbleToScale", True, "ScaleDownStabilized", message)
             else:
                 self._set_condition("AbleToScale", True, "ReadyForNewScale", "recommended size matches current size")
             limited = convert_desired_replicas_with_rules(

@@ -26,11 +26,13 @@ from .api_types import (
     HPAScalingRules,
     MetricSpec,
     MetricTarget,
+    QuantityError,
     default_behavior,
     default_scaling_rules,
+    milli_value,
+    parse_quantity,
 )
-from .quantity import QuantityError, milli_value, parse_quantity
-from .validation import METRIC_SOURCE_TYPES, HpaManifestError, validate_hpa
+from .validation import METRIC_SOURCE_TYPES, SOURCE_FIELDS, HpaManifestError, validate_hpa
 
 __all__ = [
     "DEFAULT_CPU_UTILIZATION",
@@ -50,15 +52,6 @@ __all__ = [
     "load_hpa_manifest",
     "parse_hpa_object",
 ]
-
-# Field of MetricSpec that carries the source of each type.
-_SOURCE_FIELDS = {
-    "Resource": "resource",
-    "ContainerResource": "containerResource",
-    "Pods": "pods",
-    "Object": "object",
-    "External": "external",
-}
 
 
 def load_hpa_manifest(
@@ -88,10 +81,12 @@ def load_hpa_manifest(
         candidates = [doc for doc in candidates if (doc.get("metadata") or {}).get("name") == name]
     if not candidates:
         wanted = f" named {name!r}" if name is not None else ""
-        raise HpaManifestError([("kind", f"no HorizontalPodAutoscaler{wanted} found. Add a document with kind: HorizontalPodAutoscaler.")])
+        message = f"no HorizontalPodAutoscaler{wanted} found. Add a document with kind: HorizontalPodAutoscaler."
+        raise HpaManifestError([("kind", message)])
     if len(candidates) > 1:
         names = [(doc.get("metadata") or {}).get("name") for doc in candidates]
-        raise HpaManifestError([("metadata.name", f"{len(candidates)} HorizontalPodAutoscalers found {names}. Pass name= to pick one.")])
+        message = f"{len(candidates)} HorizontalPodAutoscalers found {names}. Pass name= to pick one."
+        raise HpaManifestError([("metadata.name", message)])
     return hpa_from_object(candidates[0], scale_to_zero=scale_to_zero)
 
 
@@ -148,9 +143,9 @@ def _parse_reference(obj: Mapping[str, Any], path: str) -> CrossVersionObjectRef
 def _parse_metric(value: Any, path: str) -> MetricSpec:
     obj = _mapping(value, path)
     metric_type = _str_field(obj, "type", path, required=True)
-    if metric_type not in _SOURCE_FIELDS:
+    if metric_type not in SOURCE_FIELDS:
         _fail(f"{path}.type", f"unknown metric source type {metric_type!r}. Use one of {', '.join(METRIC_SOURCE_TYPES)}.")
-    source_field = _SOURCE_FIELDS[metric_type]
+    source_field = SOURCE_FIELDS[metric_type]
     _reject_unknown(obj, ("type", source_field), path)
     source_path = f"{path}.{source_field}"
     source = _mapping(obj.get(source_field), source_path)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .api_types import MetricSpec
+from .api_types import MetricSpec, format_milli
 from .pods import MetricError, MetricValues, Pod
-from .quantity import format_milli
 from .replica_calculator import (
     ReplicaCalculator,
     Tolerances,
@@ -36,7 +35,7 @@ FAILURE_REASONS = {
 class MetricStatus:
     """Current value of one metric, as in ``status.currentMetrics``, plus this metric's proposal.
 
-    ``proposed_replicas`` and ``error`` are not part of the upstream status; they show which
+    ``proposed_replicas`` and ``error`` are not part of the upstream status. They show which
     metric drove the decision and why a metric was invalid.
     """
 
@@ -170,7 +169,8 @@ def _object_proposal(
     if target.type == "AverageValue" and target.average_value_milli is not None:
         result = object_per_pod_metric_replicas(status_replicas, target.average_value_milli, usage, tolerances)
         status = MetricStatus("Object", spec.name, average_value_milli=result.usage_milli, proposed_replicas=result.replicas)
-        return MetricProposal(result.replicas, status, f"{kind} metric {spec.name} (average {format_milli(target.average_value_milli)})")
+        description = f"{kind} metric {spec.name} (average {format_milli(target.average_value_milli)})"
+        return MetricProposal(result.replicas, status, description)
     raise MetricError("invalid object metric source: neither a value target nor an average value target was set")
 
 

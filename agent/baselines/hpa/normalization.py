@@ -44,10 +44,10 @@ class ScaleEvent:
 
 @dataclass
 class HpaState:
-    """Controller memory for one HPA. Nothing is persisted; a controller restart clears it.
+    """Controller memory for one HPA. Nothing is persisted, so a controller restart clears it.
 
     ``recommendations`` is None until the first reconcile seeds it with the current replica
-    count (``recordInitialRecommendation``); an empty list is a seeded, empty history.
+    count (``recordInitialRecommendation``). An empty list is a seeded, empty history.
     """
 
     recommendations: Optional[list[TimestampedRecommendation]] = None
@@ -65,6 +65,11 @@ class Normalized:
 
 
 WITHIN_RANGE = Normalized(0, "DesiredWithinRange", "the desired count is within the acceptable range")
+# ScalingLimited messages of horizontal.go.
+SCALE_UP_LIMIT_MESSAGE = "the desired replica count is increasing faster than the maximum scale rate"
+SCALE_DOWN_LIMIT_MESSAGE = "the desired replica count is decreasing faster than the maximum scale rate"
+TOO_MANY_REPLICAS_MESSAGE = "the desired replica count is more than the maximum replica count"
+TOO_FEW_REPLICAS_MESSAGE = "the desired replica count is less than the minimum replica count"
 
 
 def stabilize_recommendation(
@@ -102,11 +107,11 @@ def convert_desired_replicas_with_rules(
     """Clamp a legacy-path recommendation to [minReplicas, min(maxReplicas, scale-up cap)]."""
     scale_up_limit = calculate_scale_up_limit(current_replicas, factor, minimum)
     if max_replicas > scale_up_limit:
-        maximum = Normalized(scale_up_limit, "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate")
+        maximum = Normalized(scale_up_limit, "ScaleUpLimit", SCALE_UP_LIMIT_MESSAGE)
     else:
-        maximum = Normalized(max_replicas, "TooManyReplicas", "the desired replica count is more than the maximum replica count")
+        maximum = Normalized(max_replicas, "TooManyReplicas", TOO_MANY_REPLICAS_MESSAGE)
     if desired_replicas < min_replicas:
-        return Normalized(min_replicas, "TooFewReplicas", "the desired replica count is less than the minimum replica count")
+        return Normalized(min_replicas, "TooFewReplicas", TOO_FEW_REPLICAS_MESSAGE)
     if desired_replicas > maximum.replicas:
         return maximum
     return Normalized(desired_replicas, WITHIN_RANGE.reason, WITHIN_RANGE.message)
@@ -146,8 +151,10 @@ def stabilize_recommendation_with_behaviors(
     _record(recommendations, old_index, TimestampedRecommendation(proposal, now_s))
 
     if proposal >= current_replicas:
-        return Normalized(recommendation, "ScaleUpStabilized", "recent recommendations were lower than current one, applying the lowest recent recommendation")
-    return Normalized(recommendation, "ScaleDownStabilized", "recent recommendations were higher than current one, applying the highest recent recommendation")
+        message = "recent recommendations were lower than current one, applying the lowest recent recommendation"
+        return Normalized(recommendation, "ScaleUpStabilized", message)
+    message = "recent recommendations were higher than current one, applying the highest recent recommendation"
+    return Normalized(recommendation, "ScaleDownStabilized", message)
 
 
 def replicas_change_per_period(period_s: float, events: list[ScaleEvent], now_s: float) -> int:
@@ -228,9 +235,9 @@ def convert_desired_replicas_with_behavior_rate(
         )
         limit = max(limit, current_replicas)  # never below the current count
         if max_replicas > limit:
-            maximum = Normalized(limit, "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate")
+            maximum = Normalized(limit, "ScaleUpLimit", SCALE_UP_LIMIT_MESSAGE)
         else:
-            maximum = Normalized(max_replicas, "TooManyReplicas", "the desired replica count is more than the maximum replica count")
+            maximum = Normalized(max_replicas, "TooManyReplicas", TOO_MANY_REPLICAS_MESSAGE)
         if desired_replicas > maximum.replicas:
             return maximum
     elif desired_replicas < current_replicas:
@@ -239,9 +246,9 @@ def convert_desired_replicas_with_behavior_rate(
         )
         limit = min(limit, current_replicas)  # never above the current count
         if min_replicas < limit:
-            minimum = Normalized(limit, "ScaleDownLimit", "the desired replica count is decreasing faster than the maximum scale rate")
+            minimum = Normalized(limit, "ScaleDownLimit", SCALE_DOWN_LIMIT_MESSAGE)
         else:
-            minimum = Normalized(min_replicas, "TooFewReplicas", "the desired replica count is less than the minimum replica count")
+            minimum = Normalized(min_replicas, "TooFewReplicas", TOO_FEW_REPLICAS_MESSAGE)
         if desired_replicas < minimum.replicas:
             return minimum
     return Normalized(desired_replicas, WITHIN_RANGE.reason, WITHIN_RANGE.message)
@@ -276,7 +283,9 @@ def store_scale_event(
         events[old_index] = new_event
 
 
-def _record(recommendations: list[TimestampedRecommendation], old_index: Optional[int], record: TimestampedRecommendation) -> None:
+def _record(
+    recommendations: list[TimestampedRecommendation], old_index: Optional[int], record: TimestampedRecommendation
+) -> None:
     if old_index is None:
         recommendations.append(record)
     else:

@@ -1,8 +1,8 @@
-"""Pods and per-pod metric samples as the HPA controller sees them, and their grouping.
+"""Pods and per-pod metric samples as the HPA controller reads them, and their grouping.
 
 ``group_pods`` and ``calculate_requests`` follow ``groupPods`` and ``calculateRequests`` in
 ``pkg/controller/podautoscaler/replica_calculator.go`` (Kubernetes 1.3x). Times are seconds
-on any clock shared by the caller (simulation time works); quantities are milli-values.
+on any clock shared by the caller (simulation time works), and quantities are milli-values.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ class Pod:
 
     ``ready`` is the status of the PodReady condition (``None``: the pod has no such condition)
     and ``ready_transition_s`` its lastTransitionTime. ``start_time_s`` is status.startTime
-    (``None``: not set). ``deleted`` means a deletionTimestamp is set. ``requests`` are
-    pod-level requests in milli-units; for a resource they name, they take precedence over the
+    (``None``: not set, which makes the pod unready for CPU metrics). ``deleted`` means a
+    deletionTimestamp is set. ``requests`` are
+    pod-level requests in milli-units. For a resource they name, they take precedence over the
     sum of ``containers``, as with the PodLevelResources feature on.
     """
 
@@ -61,9 +62,9 @@ class Pod:
 class PodMetricSample:
     """One pod's metric value (milli-units) from the metrics API.
 
-    ``timestamp_s`` and ``window_s`` are the sample's timestamp and the window it averages over
-    (metrics-server reports about 15 to 60 s). ``container_values`` holds per-container values
-    for ContainerResource metrics.
+    ``timestamp_s`` and ``window_s`` are the sample's timestamp and the window it averages
+    over. The CPU readiness heuristic compares them with the pod's readiness transition.
+    ``container_values`` are per-container values for ContainerResource metrics.
     """
 
     value_milli: int
@@ -77,7 +78,7 @@ class MetricValues:
     """Everything the metrics APIs return in one reconcile.
 
     ``resources`` maps a resource name (``cpu``) and ``pods`` a Pods metric name to samples
-    keyed by pod name; samples of pods that are not in the pod list are kept and counted as
+    keyed by pod name. Samples of pods that are not in the pod list are kept and counted, as
     upstream does. ``objects`` maps an Object metric name to its value and ``external`` an
     External metric name to the values of all series that match its selector. A name that is
     absent means the fetch failed, which makes that metric invalid for the cycle.
@@ -85,6 +86,8 @@ class MetricValues:
 
     resources: Mapping[str, Mapping[str, PodMetricSample]] = field(default_factory=dict)
     pods: Mapping[str, Mapping[str, PodMetricSample]] = field(default_factory=dict)
+    # NOTE: Object and External metrics are keyed by metric name only. Two Object metrics with
+    # one name on different objects share a value, and metric label selectors are not evaluated.
     objects: Mapping[str, int] = field(default_factory=dict)
     external: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
@@ -184,7 +187,7 @@ def calculate_requests(pods: Iterable[Pod], resource: str, container: Optional[s
 
 
 def select_container_samples(samples: Mapping[str, PodMetricSample], container: str) -> dict[str, PodMetricSample]:
-    """Keep each pod's value for ``container``; pods without it are left out (their metric is missing)."""
+    """Keep each pod's value for ``container``. Pods without it are left out, so their metric is missing."""
     selected: dict[str, PodMetricSample] = {}
     for pod_name, sample in samples.items():
         if sample.container_values is None or container not in sample.container_values:

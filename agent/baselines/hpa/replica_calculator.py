@@ -5,7 +5,7 @@ percentage, floor(sum usage * 100 / sum requests), before the ratio to the targe
 Plain per-pod averages are integer milli-values. When pods are missing metrics, or are unready
 during a scale-up, the ratio is recomputed with conservative fill-in values and the proposal
 is held at the current count if the fill-in flips the scaling direction.
-All functions are pure; quantities are milli-values and times are seconds.
+All functions are pure. Quantities are milli-values and times are seconds.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class UsageReplicas:
 
 def _ceil_int32(value: float) -> int:
     # NOTE: upstream converts with int32(math.Ceil(x)) and guards against overflow only on the
-    # Object/External paths; here every proposal is capped at MaxInt32 instead of wrapping.
+    # Object/External paths. Here every proposal is capped at MaxInt32 instead of wrapping.
     if value > MAX_INT32:
         return MAX_INT32
     return math.ceil(value)
@@ -179,7 +179,7 @@ class ReplicaCalculator:
         tolerances: Tolerances,
         now_s: float,
     ) -> UsageReplicas:
-        """Propose replicas for a Pods metric (``GetMetricReplicas``); no CPU readiness heuristic."""
+        """Propose replicas for a Pods metric (``GetMetricReplicas``), without the CPU readiness heuristic."""
         values, groups = self._prepare(pods, samples, "", now_s, None)
         return self._plain_replicas(values, groups, current_replicas, target_average_milli, tolerances)
 
@@ -301,12 +301,12 @@ def external_per_pod_metric_replicas(
 def _per_pod_replicas(status_replicas: int, target_average_milli: int, usage_milli: int, tolerances: Tolerances) -> UsageReplicas:
     replicas = status_replicas
     if status_replicas == 0:
-        # Go divides by zero here and gets +Inf (or NaN for zero usage); neither is within tolerance.
+        # Go divides by zero here and gets +Inf (or NaN for zero usage), and neither is within tolerance.
         usage_ratio = math.nan
     else:
         usage_ratio = usage_milli / (target_average_milli * status_replicas)
     if not tolerances.is_within(usage_ratio):
         replicas = _ceil_int32(usage_milli / target_average_milli)
-    # NOTE: with status.replicas 0 upstream reports ceil(+Inf) converted to int64; None is reported here.
+    # NOTE: with status.replicas 0 upstream reports ceil(+Inf) converted to int64, but None is reported here.
     average = math.ceil(usage_milli / status_replicas) if status_replicas else None
     return UsageReplicas(replicas, average)

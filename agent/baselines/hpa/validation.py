@@ -21,6 +21,15 @@ POLICY_TYPES = ("Pods", "Percent")
 MAX_STABILIZATION_WINDOW_SECONDS = 3600
 MAX_PERIOD_SECONDS = 1800
 
+# Field of a metric spec that contains the source of each type, for field paths in messages.
+SOURCE_FIELDS = {
+    "Resource": "resource",
+    "ContainerResource": "containerResource",
+    "Pods": "pods",
+    "Object": "object",
+    "External": "external",
+}
+
 # Target types the controller reads for each source (horizontal.go computeStatusFor*).
 ALLOWED_TARGET_TYPES = {
     "Resource": ("Utilization", "AverageValue"),
@@ -34,7 +43,7 @@ ALLOWED_TARGET_TYPES = {
 class HpaManifestError(ValueError):
     """Invalid HorizontalPodAutoscaler manifest.
 
-    ``problems`` lists ``(field_path, message)`` pairs; the exception text joins them,
+    ``problems`` lists ``(field_path, message)`` pairs, and the exception text joins them
     one per line.
     """
 
@@ -88,23 +97,26 @@ def _validate_metric(metric: MetricSpec, path: str) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if metric.type not in METRIC_SOURCE_TYPES:
         return [(f"{path}.type", f"unknown metric source type {metric.type!r}. Use one of {', '.join(METRIC_SOURCE_TYPES)}.")]
+    source_path = f"{path}.{SOURCE_FIELDS[metric.type]}"
     if not metric.name:
-        problems.append((f"{path}.name", "missing. Set the resource name (cpu, memory) or the metric name."))
+        name_path = f"{source_path}.name" if metric.type in ("Resource", "ContainerResource") else f"{source_path}.metric.name"
+        problems.append((name_path, "missing. Set the resource name (cpu, memory) or the metric name."))
     if metric.type == "ContainerResource" and not metric.container:
-        problems.append((f"{path}.containerResource.container", "missing. Name the container whose usage is scaled on."))
+        problems.append((f"{source_path}.container", "missing. Name the container whose usage is scaled on."))
     if metric.type == "Object" and metric.described_object is None:
-        problems.append((f"{path}.object.describedObject", "missing. Set kind and name of the object the metric describes."))
+        problems.append((f"{source_path}.describedObject", "missing. Set kind and name of the object the metric describes."))
 
     target = metric.target
-    target_path = f"{path}.target"
+    target_path = f"{source_path}.target"
     allowed = ALLOWED_TARGET_TYPES[metric.type]
     if target.type not in TARGET_TYPES:
         problems.append((f"{target_path}.type", f"unknown target type {target.type!r}. Use one of {', '.join(allowed)}."))
         return problems
     if target.type not in allowed:
-        # NOTE: the API server accepts any of the three target types here; the controller then
-        # reads only the fields it knows for the source, so a mismatch is rejected early.
-        problems.append((f"{target_path}.type", f"{target.type} is not used by {metric.type} metrics. Use one of {', '.join(allowed)}."))
+        # NOTE: the API server accepts any of the three target types here. The controller then
+        # reads only the fields it uses for the source, so a mismatch is rejected early.
+        message = f"{target.type} is not used by {metric.type} metrics. Use one of {', '.join(allowed)}."
+        problems.append((f"{target_path}.type", message))
 
     set_fields = [
         name
@@ -142,7 +154,8 @@ def _validate_rules(rules: HPAScalingRules | None, path: str) -> list[tuple[str,
             f"{window} is outside 0..{MAX_STABILIZATION_WINDOW_SECONDS}. Set a window within that range.",
         ))
     if rules.select_policy is not None and rules.select_policy not in SELECT_POLICIES:
-        problems.append((f"{path}.selectPolicy", f"unknown value {rules.select_policy!r}. Use one of {', '.join(SELECT_POLICIES)}."))
+        message = f"unknown value {rules.select_policy!r}. Use one of {', '.join(SELECT_POLICIES)}."
+        problems.append((f"{path}.selectPolicy", message))
     if rules.tolerance is not None and rules.tolerance < 0:
         problems.append((f"{path}.tolerance", f"{rules.tolerance} is negative. Set a quantity >= 0, e.g. '0.05' or '50m'."))
 
