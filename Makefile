@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test train evaluate bench report virtual-cluster lint clean
+.PHONY: venv demo test train default-policy evaluate bench report virtual-cluster clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/evaluate.py hydra.run.dir=outputs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 train: $(STAMP)
 	$(BIN)/python scripts/train.py
+
+# Retrain the shipped default policy with its committed config.
+default-policy: $(STAMP)
+	$(BIN)/python scripts/train.py hydra.run.dir=outputs/default-policy
+	mkdir -p checkpoints/default
+	cp outputs/default-policy/policy.safetensors outputs/default-policy/policy.json checkpoints/default/
 
 evaluate: $(STAMP)
 	$(BIN)/python scripts/evaluate.py

@@ -21,6 +21,8 @@ from envs.signals import SignalBatch
 
 OBSERVATION_VERSION = 1
 HISTORY_TICKS = 20
+# Every feature is clipped to this range; it bounds the observation space.
+OBSERVATION_BOUND = 10.0
 # Features that do not depend on the number of options, then six per option.
 BASE_FEATURES = 20
 PER_OPTION_FEATURES = 6
@@ -202,4 +204,5 @@ def encode(batch: SignalBatch, ctx: EncoderContext, history: np.ndarray) -> np.n
         axis=2,
     ).reshape(n, n_opt * PER_OPTION_FEATURES)
     obs = np.concatenate([base, per_option], axis=1)
-    return np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    obs = np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(obs, -OBSERVATION_BOUND, OBSERVATION_BOUND).astype(np.float32)

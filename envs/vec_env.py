@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from envs.actions import N_LEVELS, action_masks, decode_actions
 from envs.cluster.spec import ClusterSpec
-from envs.observation import EncoderContext, encode, new_history, observation_size, push_history
+from envs.observation import OBSERVATION_BOUND, EncoderContext, encode, new_history, observation_size, push_history
 from envs.reward import RewardWeights, compute_reward
 from envs.sim.params import Randomization
 from envs.sim.simulator import BatchedSimulator
@@ -48,7 +48,7 @@ class BatchedVecEnv(VecEnv):
         self.ctx = EncoderContext.from_cluster(cluster).tile(n_envs)
         self.weights = reward_weights or RewardWeights()
         n_opt = len(cluster.catalog.options)
-        observation_space = spaces.Box(-np.inf, np.inf, shape=(observation_size(n_opt),), dtype=np.float32)
+        observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(observation_size(n_opt),), dtype=np.float32)
         action_space = spaces.MultiDiscrete([N_LEVELS, n_opt])
         super().__init__(n_envs * self.n_deployments, observation_space, action_space)
         self._actions: np.ndarray | None = None

@@ -18,16 +18,22 @@ tick follows what a Kubernetes cluster does after a controller writes:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from envs.serving.capacity import DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, replica_capacity_rps
-from envs.serving.fluid import SERVERS_PER_REPLICA, serve_tick
+from envs.serving.fluid import gather_by_option, serve_arrivals
 from envs.sim.params import SimParams, randomize_envs
 
 # Utilisation at which the reward's reference cost serves the mean load.
 REFERENCE_UTILIZATION = 0.85
 from envs.sim.state import SimState
+
+
+# A serving model reads tick ``state.t``'s arrivals and the Ready capacity and
+# stores the tick's serving metrics in the state, as ``serve_arrivals`` does.
+ServingModel = Callable[[SimState, SimParams], None]
 
 
 @dataclass
@@ -44,12 +50,6 @@ class StepInfo:
     option_change: np.ndarray
     pending: np.ndarray
     replicas_delta: np.ndarray
-
-
-def _gather(table: np.ndarray, option: np.ndarray) -> np.ndarray:
-    """Pick ``table[d, option[e, d]]`` for a (D, O) table and (E, D) option indices."""
-    d_index = np.arange(table.shape[0])[None, :]
-    return table[d_index, np.maximum(option, 0)]
 
 
 def reset_envs(state: SimState, params: SimParams, seed: int, env_ids: np.ndarray, global_ids: np.ndarray) -> None:
@@ -122,13 +122,70 @@ def _grant_in_order(free: np.ndarray, demand: np.ndarray) -> np.ndarray:
     return np.clip(free[:, None, :] - before, 0.0, demand)
 
 
+def _remove_starting(starting: np.ndarray, starting_total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Remove up to ``count`` (E, D) youngest starting pods in place; return how many per (E, D).
+
+    Only rows that have both starting pods and an excess are touched, which
+    gives the same counts as ``_remove_youngest`` over every row.
+    """
+    removed_total = np.zeros_like(count)
+    rows = np.flatnonzero((count > 0) & (starting_total > 0))
+    if rows.size == 0:
+        return removed_total
+    flat = starting.reshape(-1, starting.shape[-1])
+    subset = flat[rows]
+    removed = _remove_youngest(subset, count.reshape(-1)[rows])
+    flat[rows] = subset - removed
+    removed_total.reshape(-1)[rows] = removed.sum(axis=-1)
+    return removed_total
+
+
+def _grant_slots(params: SimParams, free: np.ndarray, option: np.ndarray, demand: np.ndarray) -> np.ndarray:
+    """Grant (E, D) slot demands of ``option`` against (E, K) free slots in Deployment order.
+
+    Each demand draws on one slot kind, so the grant is computed per kind that
+    some Deployment currently uses; the other kinds would grant zero.
+    """
+    kind = params.option_kind[option]
+    present = np.zeros(free.shape[1], dtype=bool)
+    present[kind.ravel()] = True
+    grant = np.zeros_like(demand)
+    for k in np.flatnonzero(present):
+        demand_k = np.where(kind == k, demand, 0.0)
+        grant += _grant_in_order(free[:, k : k + 1], demand_k[..., None])[..., 0]
+    return grant
+
+
 def _slot_usage(params: SimParams, option: np.ndarray, pods: np.ndarray) -> np.ndarray:
     """Return (E, K) slots held by ``pods`` (E, D) of ``option`` (E, D); option -1 holds none."""
-    n_kinds = len(params.slot_kinds)
-    kind = params.option_kind[np.maximum(option, 0)]
-    units = params.option_devices[np.maximum(option, 0)] * pods * (option >= 0)
-    onehot = kind[..., None] == np.arange(n_kinds)
-    return (onehot * units[..., None]).sum(axis=1)
+    return _slot_usage_sum(params, [(option, pods)])
+
+
+def _slot_usage_sum(params: SimParams, holdings: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Return (E, K) slots held by all (option, pods) pairs of ``holdings`` together.
+
+    Pod and device counts are whole numbers, so the float sums are exact and
+    the order of summation does not change the result.
+    """
+    n_envs, n_kinds = params.slot_capacity.shape
+    env_base = (np.arange(n_envs) * n_kinds)[:, None]
+    bins, weights = [], []
+    for option, pods in holdings:
+        safe = np.maximum(option, 0)
+        bins.append((env_base + params.option_kind[safe]).ravel())
+        weights.append((params.option_devices[safe] * pods * (option >= 0)).ravel())
+    flat = np.bincount(np.concatenate(bins), weights=np.concatenate(weights), minlength=n_envs * n_kinds)
+    return flat.reshape(n_envs, n_kinds)
+
+
+def starting_width(params: SimParams) -> int:
+    """Return how many leading columns of ``SimState.starting`` can hold pods.
+
+    Pods enter the cold-start ring at index ``startup_ticks`` and move towards
+    0, and a reset clears its rows, so every column past the largest startup
+    tick stays zero. Working on the leading columns only gives the same sums.
+    """
+    return int(params.startup_ticks.max()) + 1
 
 
 def _quota_usage(params: SimParams, option: np.ndarray, pods: np.ndarray) -> np.ndarray:
@@ -136,73 +193,102 @@ def _quota_usage(params: SimParams, option: np.ndarray, pods: np.ndarray) -> np.
     return (per_pod * pods[..., None]).sum(axis=1)
 
 
-def _held_price(params: SimParams, option: np.ndarray, pods: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return table[np.maximum(option, 0)] * pods * (option >= 0)
+class _HeldRates:
+    """Hourly price and GPU equivalents per pod of (E, D) options, gathered once; option -1 holds none."""
+
+    def __init__(self, params: SimParams, option: np.ndarray) -> None:
+        safe = np.maximum(option, 0)
+        self.price = params.option_price_per_hour[safe]
+        self.gpus = params.option_gpu_equivalents[safe]
+        self.valid = option >= 0
+
+    def price_of(self, pods: np.ndarray) -> np.ndarray:
+        return self.price * pods * self.valid
+
+    def gpus_of(self, pods: np.ndarray) -> np.ndarray:
+        return self.gpus * pods * self.valid
 
 
-def step(state: SimState, params: SimParams, target_replicas: np.ndarray, target_option: np.ndarray) -> StepInfo:
-    """Apply one decision per (env, Deployment) and advance every env by one tick."""
-    e_index = np.arange(params.n_envs)[:, None]
-    d_index = np.arange(params.n_deployments)[None, :]
+def _sum_starting(starting: np.ndarray) -> np.ndarray:
+    """Return the (E, D) pods in the cold-start ring; column adds beat a reduction over a short axis."""
+    total = starting[..., 0].copy()
+    for column in range(1, starting.shape[-1]):
+        total += starting[..., column]
+    return total
+
+
+def step(
+    state: SimState,
+    params: SimParams,
+    target_replicas: np.ndarray,
+    target_option: np.ndarray,
+    serving: ServingModel | None = None,
+) -> StepInfo:
+    """Apply one decision per (env, Deployment) and advance every env by one tick.
+
+    ``serving`` replaces the fluid serving model of step 6 (``serve_arrivals``)
+    when given, for example by the per-request discrete-event model.
+    """
     tick_h = params.tick_s / 3600.0
+    starting = state.starting[..., : starting_width(params)]
 
     # Step 1: validate the decision; an option that does not fit keeps the current one.
     target_option = np.asarray(target_option, dtype=np.int64)
-    fits = params.fits[d_index, np.clip(target_option, 0, params.fits.shape[1] - 1)]
+    fits = gather_by_option(params.fits, np.clip(target_option, 0, params.fits.shape[1] - 1))
     target_option = np.where(fits & (target_option >= 0), target_option, state.option)
     target = np.clip(np.round(np.asarray(target_replicas, dtype=np.float64)), params.min_replicas, params.max_replicas)
     previous_desired = state.desired.copy()
 
-    # Step 2: an allocation change starts a rollout.
+    # Step 2: an allocation change starts a rollout. Pod counts are whole
+    # numbers, so the running total of starting pods below stays exact.
     change = target_option != state.option
-    draining_pods = np.zeros_like(state.ready)
-    draining_option = np.full_like(state.option, -1)
-    draining_prev_old = np.where(change & (state.old_option >= 0), state.old_ready, 0.0)
-    starting_total = state.starting.sum(axis=-1)
-    draining_slots = _slot_usage(params, state.old_option, draining_prev_old)
-    drain_cost = _held_price(params, state.old_option, draining_prev_old, params.option_price_per_hour)
-    drain_gpu = _held_price(params, state.old_option, draining_prev_old, params.option_gpu_equivalents)
+    option_before, old_option_before = state.option, state.old_option
+    draining_prev_old = np.where(change & (old_option_before >= 0), state.old_ready, 0.0)
+    starting_total = _sum_starting(starting)
+    rates_old_before = _HeldRates(params, old_option_before)
+    rates_before = _HeldRates(params, option_before)
+    drain_cost = rates_old_before.price_of(draining_prev_old)
+    drain_gpu = rates_old_before.gpus_of(draining_prev_old)
     drained_starting = np.where(change, starting_total, 0.0)
-    draining_slots += _slot_usage(params, state.option, drained_starting)
-    drain_cost += _held_price(params, state.option, drained_starting, params.option_price_per_hour)
-    drain_gpu += _held_price(params, state.option, drained_starting, params.option_gpu_equivalents)
-    draining_pods += draining_prev_old + drained_starting
+    drain_cost += rates_before.price_of(drained_starting)
+    drain_gpu += rates_before.gpus_of(drained_starting)
+    draining_pods = draining_prev_old + drained_starting
     state.old_ready = np.where(change, state.ready, state.old_ready)
-    state.old_option = np.where(change, state.option, state.old_option)
+    state.old_option = np.where(change, option_before, old_option_before)
     state.ready = np.where(change, 0.0, state.ready)
     state.pending = np.where(change, 0.0, state.pending)
-    state.starting[change] = 0.0
+    if change.any():
+        starting[change] = 0.0
+        starting_total = np.where(change, 0.0, starting_total)
     state.option = target_option
 
     # Step 3: the ReplicaSet reaches spec.replicas.
-    starting_total = state.starting.sum(axis=-1)
     total = state.pending + starting_total + state.ready
     state.pending += np.maximum(target - total, 0.0)
     excess = np.maximum(total - target, 0.0)
     from_pending = np.minimum(excess, state.pending)
     state.pending -= from_pending
     excess -= from_pending
-    removed = _remove_youngest(state.starting, excess)
-    state.starting -= removed
-    removed_total = removed.sum(axis=-1)
+    removed_total = _remove_starting(starting, starting_total, excess)
+    starting_total = starting_total - removed_total
     from_ready = np.minimum(excess - removed_total, state.ready)
     state.ready -= from_ready
     retired = removed_total + from_ready
-    draining_slots += _slot_usage(params, state.option, retired)
-    drain_cost += _held_price(params, state.option, retired, params.option_price_per_hour)
-    drain_gpu += _held_price(params, state.option, retired, params.option_gpu_equivalents)
+    rates_new = _HeldRates(params, state.option)
+    drain_cost += rates_new.price_of(retired)
+    drain_gpu += rates_new.gpus_of(retired)
     draining_pods += retired
     state.desired = target
 
     # Step 4: schedule Pending pods on free slots within the quota.
-    held = state.starting.sum(axis=-1) + state.ready
-    used = _slot_usage(params, state.option, held) + _slot_usage(params, state.old_option, state.old_ready)
+    held = starting_total + state.ready
+    used = _slot_usage_sum(params, [(state.option, held), (state.old_option, state.old_ready)])
+    draining_slots = _slot_usage_sum(
+        params, [(old_option_before, draining_prev_old), (option_before, drained_starting), (state.option, retired)]
+    )
     free = np.maximum(params.slot_capacity - used - draining_slots, 0.0)
-    n_kinds = len(params.slot_kinds)
     units = params.option_devices[state.option]
-    kind_onehot = params.option_kind[state.option][..., None] == np.arange(n_kinds)
-    slot_demand = kind_onehot * (state.pending * units)[..., None]
-    slot_grant = _grant_in_order(free, slot_demand).sum(axis=-1)
+    slot_grant = _grant_slots(params, free, state.option, state.pending * units)
     placeable = np.floor(slot_grant / units + 1e-9)
     if params.quota_limit.shape[1]:
         quota_used = _quota_usage(params, state.option, held) + _quota_usage(params, state.old_option, state.old_ready)
@@ -214,20 +300,27 @@ def step(state: SimState, params: SimParams, target_replicas: np.ndarray, target
         placeable = np.minimum(placeable, pods_by_key.min(axis=-1))
     placed = np.minimum(placeable, state.pending)
     state.pending -= placed
-    countdown = params.startup_ticks[e_index, d_index, state.option]
-    # Each (env, Deployment) pair appears once, so fancy-index += does not drop repeats.
-    state.starting[e_index, d_index, countdown] += placed
+    row_index = np.arange(params.n_envs * params.n_deployments).reshape(state.option.shape)
+    countdown = params.startup_ticks.reshape(-1)[row_index * params.startup_ticks.shape[-1] + state.option]
+    # A pod with a startup of k ticks enters slot k - 1 and is Ready at the end of
+    # its k-th tick. Each (env, Deployment) pair appears once, so fancy-index +=
+    # does not drop repeats.
+    state.starting.reshape(-1, copy=False)[row_index * state.starting.shape[-1] + countdown - 1] += placed
+    starting_total = starting_total + placed
 
     # Step 5: cold starts count down; new Ready pods retire old-option pods one for one.
-    newly_ready = state.starting[..., 0].copy()
-    state.starting[..., :-1] = state.starting[..., 1:]
-    state.starting[..., -1] = 0.0
+    newly_ready = starting[..., 0].copy()
+    for column in range(starting.shape[-1] - 1):
+        starting[..., column] = starting[..., column + 1]
+    starting[..., -1] = 0.0
+    starting_total = starting_total - newly_ready
     state.ready += newly_ready
     old_keep = np.clip(state.desired - state.ready, 0.0, state.old_ready)
     old_retired = state.old_ready - old_keep
     draining_slots += _slot_usage(params, state.old_option, old_retired)
-    drain_cost += _held_price(params, state.old_option, old_retired, params.option_price_per_hour)
-    drain_gpu += _held_price(params, state.old_option, old_retired, params.option_gpu_equivalents)
+    rates_old = _HeldRates(params, state.old_option)
+    drain_cost += rates_old.price_of(old_retired)
+    drain_gpu += rates_old.gpus_of(old_retired)
     draining_pods += old_retired
     state.old_ready = old_keep
     state.old_option = np.where(state.old_ready > 0, state.old_option, -1)
@@ -235,14 +328,18 @@ def step(state: SimState, params: SimParams, target_replicas: np.ndarray, target
     state.draining_pods = draining_pods
 
     # Step 6: serve this tick's arrivals.
-    serve_arrivals(state, params)
+    if serving is None:
+        serve_arrivals(state, params)
+    else:
+        serving(state, params)
 
     # Step 7: cost of every pod that holds a device (starting, Ready, draining).
-    holding = state.starting.sum(axis=-1) + state.ready
-    price = _held_price(params, state.option, holding, params.option_price_per_hour)
-    price += _held_price(params, state.old_option, state.old_ready, params.option_price_per_hour) + drain_cost
-    gpus = _held_price(params, state.option, holding, params.option_gpu_equivalents)
-    gpus += _held_price(params, state.old_option, state.old_ready, params.option_gpu_equivalents) + drain_gpu
+    holding = starting_total + state.ready
+    rates_old = _HeldRates(params, state.old_option)
+    price = rates_new.price_of(holding)
+    price += rates_old.price_of(state.old_ready) + drain_cost
+    gpus = rates_new.gpus_of(holding)
+    gpus += rates_old.gpus_of(state.old_ready) + drain_gpu
     state.t += 1
     return StepInfo(
         cost_usd=price * tick_h,
@@ -256,71 +353,6 @@ def step(state: SimState, params: SimParams, target_replicas: np.ndarray, target
         pending=state.pending.copy(),
         replicas_delta=state.desired - previous_desired,
     )
-
-
-def serve_arrivals(state: SimState, params: SimParams, rows: np.ndarray | None = None) -> None:
-    """Serve the arrivals of tick ``state.t`` and store the metrics, for all envs or ``rows``."""
-    pos = state.trace_pos + state.t[:, None]
-    base = params.bank.requests[pos]
-    arrivals = base * state.rate_scale
-    has_requests = base > 0
-    safe_arrivals = np.maximum(base, 1e-9)
-    input_tokens = np.where(has_requests, params.bank.input_tokens[pos] / safe_arrivals, state.input_tokens)
-    output_tokens = np.where(has_requests, params.bank.output_tokens[pos] / safe_arrivals, state.output_tokens)
-    capacity, prefill, itl = _ready_capacity(params, state, input_tokens, output_tokens)
-    outcome = serve_tick(
-        arrivals=arrivals,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        backlog=state.backlog,
-        capacity_rps=capacity,
-        servers=(state.ready + state.old_ready) * SERVERS_PER_REPLICA,
-        prefill_tps=prefill,
-        itl_s=itl,
-        slo_ttft_s=params.slo_ttft_s[None, :],
-        queue_timeout_s=params.queue_timeout_s[None, :],
-        tick_s=params.tick_s,
-    )
-    results = {
-        "backlog": outcome.backlog, "arrivals": arrivals, "input_tokens": input_tokens,
-        "output_tokens": output_tokens, "running": outcome.running, "ttft_p50_s": outcome.ttft_p50_s,
-        "ttft_p95_s": outcome.ttft_p95_s, "ttft_p99_s": outcome.ttft_p99_s, "e2e_p95_s": outcome.e2e_p95_s,
-        "utilization": outcome.utilization, "dropped": outcome.dropped, "slo_met": outcome.slo_met,
-        "served": outcome.served,
-    }
-    for name, value in results.items():
-        if rows is None:
-            setattr(state, name, value)
-        else:
-            getattr(state, name)[rows] = value[rows]
-
-
-def _ready_capacity(
-    params: SimParams, state: SimState, input_tokens: np.ndarray, output_tokens: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return total capacity (req/s) and the capacity-weighted prefill rate and ITL."""
-
-    def per_replica(option: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        prefill = _gather(params.prefill_tps, option)
-        cap = replica_capacity_rps(
-            prefill,
-            _gather(params.decode_tps, option),
-            _gather(params.max_concurrency, option),
-            _gather(params.itl_s, option),
-            input_tokens,
-            output_tokens,
-        )
-        return cap, prefill, _gather(params.itl_s, option)
-
-    cap_new, prefill_new, itl_new = per_replica(state.option)
-    cap_old, prefill_old, itl_old = per_replica(state.old_option)
-    total_new = cap_new * state.ready
-    total_old = np.where(state.old_option >= 0, cap_old * state.old_ready, 0.0)
-    total = total_new + total_old
-    weight = np.where(total > 0, total_new / np.where(total > 0, total, 1.0), 1.0)
-    prefill = weight * prefill_new + (1.0 - weight) * prefill_old
-    itl = weight * itl_new + (1.0 - weight) * itl_old
-    return total, prefill, itl
 
 
 def episode_done(state: SimState, params: SimParams) -> np.ndarray:
