@@ -51,6 +51,7 @@ def action_layout(option_names: list[str]) -> dict[str, Any]:
         "levels": N_LEVELS,
         "target_utilization": list(TARGET_UTILIZATION),
         "peak_utilization": list(PEAK_UTILIZATION),
+        "keep_option_action": True,
         "options": list(option_names),
     }
 
@@ -145,7 +146,7 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
         )
     layout = metadata["action_layout"]
     expected = action_layout(list(layout.get("options", [])))
-    if any(layout.get(key) != expected[key] for key in ("levels", "target_utilization", "peak_utilization")):
+    if any(layout.get(key) != expected[key] for key in ("levels", "target_utilization", "peak_utilization", "keep_option_action")):
         raise CheckpointError(
             f"{meta_path}: action layout (levels {layout.get('levels')}, utilisation targets "
             f"{layout.get('target_utilization')} / {layout.get('peak_utilization')}) differs from this code's "

@@ -12,7 +12,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 
 from agent.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from agent.controllers.base import Controller
-from envs.actions import N_LEVELS, action_masks, decode_actions
+from envs.actions import N_LEVELS, option_choices, action_masks, decode_actions
 from envs.observation import OBSERVATION_BOUND, EncoderContext, encode, new_history, observation_size, push_history
 from envs.signals import SignalBatch
 
@@ -26,7 +26,7 @@ def select_device(requested: str = "auto") -> torch.device:
 
 def policy_spaces(n_options: int) -> tuple[spaces.Box, spaces.MultiDiscrete]:
     obs = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(observation_size(n_options),), dtype=np.float32)
-    act = spaces.MultiDiscrete([N_LEVELS, n_options])
+    act = spaces.MultiDiscrete([N_LEVELS, option_choices(n_options)])
     return obs, act
 
 

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from agent.atomic import write_atomic, write_text_atomic
 from agent.checkpoint import save_checkpoint
 from agent.policy import select_device
+from envs.actions import KEEP_OPTION, N_LEVELS
 from envs.config import AlgoConf, RewardConf, build_cluster, load_deployment_series, validate_config
 from envs.reward import RewardWeights
 from envs.sim.params import Randomization
@@ -121,6 +122,10 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     # and advantages well conditioned. Observations are already scale-free.
     env = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=float(algo.gamma))
     device = select_device(algo.device)
+    if algo.torch_threads > 0:
+        # The policy is a small MLP: one intra-op thread avoids contention with
+        # the simulator on small CPUs and is as fast as several.
+        torch.set_num_threads(int(algo.torch_threads))
     torch.manual_seed(int(cfg.seed))
     np.random.seed(int(cfg.seed))
     model = MaskablePPO(
@@ -142,6 +147,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
         seed=int(cfg.seed),
         verbose=0,
     )
+    _bias_towards_keeping(model, float(algo.keep_option_logit))
     done = load_resume_state(model, run_dir)
     option_names = list(venv.cluster.catalog.option_names)
     meta = {
@@ -171,6 +177,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     log.info("trained %d steps in %.1f s (%.0f steps/s); policy at %s.json",
              model.num_timesteps, elapsed, max(remaining, 0) / max(elapsed, 1e-9), stem)
     return stem
+
+
+def _bias_towards_keeping(model: MaskablePPO, logit: float) -> None:
+    """Raise the initial logit of "keep the current option" so early exploration
+    rarely starts rollouts; training moves it as the reward dictates."""
+    with torch.no_grad():
+        model.policy.action_net.bias[N_LEVELS + KEEP_OPTION] += logit
 
 
 def _trace_names(cfg: DictConfig) -> list[str]:

@@ -1,7 +1,10 @@
 """The per-Deployment action and its decoding into a decision.
 
-An action is a pair (level, option). ``option`` indexes the allocation
-catalog. ``level`` 0 holds the replica count; any other level sets a target
+An action is a pair (level, option). ``option`` 0 keeps the current
+allocation option and ``option`` k >= 1 asks for catalog option k - 1, so
+"change nothing" is one fixed action whatever the Deployment runs, which
+keeps exploration from starting a rollout at every tick. ``level`` 0 holds
+the replica count; any other level sets a target
 utilisation, and the replica count becomes the smallest that serves a demand
 estimate at that utilisation of the chosen option's profiled capacity:
 
@@ -29,6 +32,12 @@ HOLD_LEVEL = 0
 TARGET_UTILIZATION = (0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 PEAK_UTILIZATION = (0.5, 0.7, 0.85, 1.0)
 N_LEVELS = 1 + len(TARGET_UTILIZATION) + len(PEAK_UTILIZATION)
+KEEP_OPTION = 0
+
+
+def option_choices(n_options: int) -> int:
+    """Return the size of the option dimension: keep, then one entry per catalog option."""
+    return n_options + 1
 # A queue is budgeted to drain within this many seconds.
 DRAIN_S = 30.0
 
@@ -45,8 +54,8 @@ class Decision:
 
 
 def action_masks(ctx: EncoderContext, batch: SignalBatch) -> np.ndarray:
-    """Return (N, N_LEVELS + O) booleans: every level is allowed, options by feasibility."""
-    levels = np.ones((len(batch), N_LEVELS), dtype=bool)
+    """Return (N, N_LEVELS + 1 + O) booleans: every level and "keep" are allowed, options by feasibility."""
+    levels = np.ones((len(batch), N_LEVELS + 1), dtype=bool)
     return np.concatenate([levels, feasible_options(ctx, batch)], axis=1)
 
 
@@ -64,7 +73,7 @@ def decode_actions(
     actions = np.asarray(actions, dtype=np.int64).reshape(len(batch), 2)
     level = np.clip(actions[:, 0], 0, N_LEVELS - 1)
     current = batch["option_index"].astype(np.int64)
-    wanted = np.clip(actions[:, 1], 0, ctx.n_options - 1)
+    wanted = np.where(actions[:, 1] == KEEP_OPTION, current, np.clip(actions[:, 1] - 1, 0, ctx.n_options - 1))
     feasible = feasible_options(ctx, batch)
     option = np.where(feasible[np.arange(len(batch)), wanted], wanted, current)
 

@@ -119,7 +119,11 @@ class AlgoConf:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     net_arch: List[int] = field(default_factory=lambda: [128, 128])
+    # Initial logit added to "keep the current option" (see agent/training.py).
+    keep_option_logit: float = 3.0
     device: str = "auto"
+    # torch intra-op threads for training on the CPU; 0 keeps torch's default.
+    torch_threads: int = 1
     checkpoint_every_steps: int = 50_000
     randomization: RandomizationConf = field(default_factory=RandomizationConf)
 

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.actions import N_LEVELS, action_masks, decode_actions
+from envs.actions import N_LEVELS, option_choices, action_masks, decode_actions
 from envs.cluster.spec import ClusterSpec
 from envs.observation import OBSERVATION_BOUND, EncoderContext, encode, new_history, observation_size, push_history
 from envs.reward import RewardWeights, compute_reward
@@ -57,7 +57,7 @@ class GpuAutoscalerEnv(gym.Env):
         n_dep = len(cluster.deployments)
         n_opt = len(cluster.catalog.options)
         self.observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(n_dep, observation_size(n_opt)), dtype=np.float32)
-        self.action_space = spaces.MultiDiscrete(np.tile([N_LEVELS, n_opt], (n_dep, 1)))
+        self.action_space = spaces.MultiDiscrete(np.tile([N_LEVELS, option_choices(n_opt)], (n_dep, 1)))
         self._history: np.ndarray | None = None
         self._batch = None
 

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.actions import N_LEVELS, action_masks, decode_actions
+from envs.actions import N_LEVELS, option_choices, action_masks, decode_actions
 from envs.cluster.spec import ClusterSpec
 from envs.observation import OBSERVATION_BOUND, EncoderContext, encode, new_history, observation_size, push_history
 from envs.reward import RewardWeights, compute_reward
@@ -49,7 +49,7 @@ class BatchedVecEnv(VecEnv):
         self.weights = reward_weights or RewardWeights()
         n_opt = len(cluster.catalog.options)
         observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(observation_size(n_opt),), dtype=np.float32)
-        action_space = spaces.MultiDiscrete([N_LEVELS, n_opt])
+        action_space = spaces.MultiDiscrete([N_LEVELS, option_choices(n_opt)])
         super().__init__(n_envs * self.n_deployments, observation_space, action_space)
         self._actions: np.ndarray | None = None
         self._batch = None

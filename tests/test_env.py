@@ -5,7 +5,7 @@ import numpy as np
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.actions import N_LEVELS
+from envs.actions import N_LEVELS, option_choices
 from envs.config import build_cluster, load_deployment_series
 from envs.gym_env import GpuAutoscalerEnv
 from envs.observation import observation_size
@@ -26,7 +26,7 @@ def test_spaces_follow_catalog(default_cfg):
     env = make_env(default_cfg).unwrapped
     n_opt = len(env.cluster.catalog.options)
     assert env.observation_space.shape == (1, observation_size(n_opt))
-    assert env.action_space.nvec.tolist() == [[N_LEVELS, n_opt]]
+    assert env.action_space.nvec.tolist() == [[N_LEVELS, option_choices(n_opt)]]
 
 
 def test_episode_truncates_after_configured_ticks(default_cfg):
@@ -62,6 +62,7 @@ def test_action_mask_allows_only_feasible_options(default_cfg):
     env.reset(seed=0)
     mask = env.action_masks()
     options = env.cluster.catalog.option_names
-    allowed = {options[i] for i in np.flatnonzero(mask[0, N_LEVELS:])}
+    assert mask[0, N_LEVELS]  # keep the current option
+    allowed = {options[i] for i in np.flatnonzero(mask[0, N_LEVELS + 1:])}
     # The small cluster has H100, A100 and L40S nodes and H100 3g.40gb slices; the 8B model fits each.
     assert allowed == {"h100-1", "a100-1", "l40s-1", "h100-mig-3g.40gb"}
