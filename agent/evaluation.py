@@ -26,6 +26,7 @@ from agent.metrics import EpisodeTrace, summarize
 from envs.cluster.spec import ClusterSpec
 from envs.config import build_cluster, load_deployment_series, load_group_file, trace_label
 from envs.observation import EncoderContext
+from envs.serving.des import DiscreteEventServing, TraceSource
 from envs.sim.params import Randomization
 from envs.sim.simulator import BatchedSimulator
 from envs.traces.records import ArrivalSeries
@@ -33,6 +34,8 @@ from envs.traces.records import ArrivalSeries
 log = logging.getLogger(__name__)
 
 NO_RANDOMIZATION = Randomization(random_window=False)
+# Serving models evaluation can run: the batched fluid model or the per-request discrete-event model.
+FIDELITIES = ("fluid", "des")
 
 
 def perturb_series(series: ArrivalSeries, seed: int) -> ArrivalSeries:
@@ -49,12 +52,31 @@ def perturb_series(series: ArrivalSeries, seed: int) -> ArrivalSeries:
 
 
 def run_episode(
-    controller: Controller, cluster: ClusterSpec, series: Sequence[ArrivalSeries], *, seed: int = 0
+    controller: Controller,
+    cluster: ClusterSpec,
+    series: Sequence[ArrivalSeries],
+    *,
+    seed: int = 0,
+    fidelity: str = "fluid",
+    request_traces: Sequence[TraceSource | None] | None = None,
 ) -> EpisodeTrace:
-    """Drive one simulated cluster over the full length of ``series`` with ``controller``."""
+    """Drive one simulated cluster over the full length of ``series`` with ``controller``.
+
+    ``fidelity`` picks the serving model: "fluid" (``envs.serving.fluid``) or
+    "des", the per-request discrete-event model (``envs.serving.des``), which
+    also records every request's TTFT in the trace. ``request_traces`` gives
+    the DES real requests to replay per Deployment instead of drawn ones.
+    """
+    if fidelity not in FIDELITIES:
+        raise ValueError(f"unknown fidelity {fidelity!r}; use one of {list(FIDELITIES)} (eval.fidelity)")
+    if request_traces is not None and fidelity != "des":
+        raise ValueError("request_traces are replayed only by the discrete-event model; pass fidelity='des'")
     ticks = min(len(s) for s in series)
     sim = BatchedSimulator(cluster, [[s] for s in series], n_envs=1, episode_ticks=ticks,
                            randomization=NO_RANDOMIZATION, seed=seed)
+    serving = None
+    if fidelity == "des":
+        serving = DiscreteEventServing(len(series), seed=seed, traces=request_traces)
     ctx = EncoderContext.from_cluster(cluster)
     names = [d.name for d in cluster.deployments]
     batch = sim.reset(seed=seed)
@@ -62,24 +84,29 @@ def run_episode(
     trace = EpisodeTrace(tick_s=cluster.tick_s, option_names=cluster.catalog.option_names)
     for tick in range(ticks):
         replicas, option = controller.decide(batch, now_s=tick * cluster.tick_s)
-        info = sim.step(replicas, option)
+        info = sim.step(replicas, option, serving=serving)
         trace.record(sim.params, sim.state, info)
+        if serving is not None:
+            trace.request_ttft_s.append(serving.tick_ttft_s[-1])
         batch = sim.signals()
     return trace
 
 
-def eval_scenarios(cfg: DictConfig, cluster: ClusterSpec) -> list[tuple[str, list[ArrivalSeries]]]:
-    """Return (scenario name, one held-out series per Deployment) for each configured trace."""
+def eval_scenarios(
+    cfg: DictConfig, cluster: ClusterSpec
+) -> list[tuple[str, list[ArrivalSeries], list[list[ArrivalSeries]]]]:
+    """Return (scenario name, held-out series per Deployment, training series per
+    Deployment) for each configured trace; tuned baselines fit on the latter."""
     split = str(cfg.eval.get("split", "held_out"))
     names = list(cfg.eval.get("traces", []) or [])
+    configs = [(trace_label(cfg.trace), cfg)] if not names else [
+        (name, OmegaConf.merge(cfg, {"trace": load_group_file("trace", name)})) for name in names
+    ]
     scenarios = []
-    if not names:
-        series = load_deployment_series(cfg, cluster, split=split)
-        return [(trace_label(cfg.trace), [s[0] for s in series])]
-    for name in names:
-        sub = OmegaConf.merge(cfg, {"trace": load_group_file("trace", name)})
-        series = load_deployment_series(sub, cluster, split=split)
-        scenarios.append((name, [s[0] for s in series]))
+    for name, sub in configs:
+        held_out = load_deployment_series(sub, cluster, split=split)
+        train = load_deployment_series(sub, cluster, split="train")
+        scenarios.append((name, [s[0] for s in held_out], train))
     return scenarios
 
 
@@ -90,10 +117,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> list[dict]:
     cluster = build_cluster(cfg)
     controllers = list(cfg.eval.controllers)
     seeds = [int(s) for s in cfg.eval.seeds]
-    train_series = load_deployment_series(cfg, cluster, split="train")
+    fidelity = str(cfg.eval.get("fidelity", "fluid"))
+    if fidelity not in FIDELITIES:
+        raise ValueError(f"eval.fidelity is {fidelity!r}; use one of {list(FIDELITIES)}")
     records: list[dict] = []
     traces_for_plots: dict[tuple[str, int], dict[str, EpisodeTrace]] = {}
-    for scenario, base_series in eval_scenarios(cfg, cluster):
+    for scenario, base_series, train_series in eval_scenarios(cfg, cluster):
         for seed in seeds:
             series = [perturb_series(s, seed * 1009 + i) for i, s in enumerate(base_series)]
             context = ControllerContext(cfg=cfg, cluster=cluster, train_series=train_series,
@@ -101,9 +130,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> list[dict]:
             for name in controllers:
                 controller = make_controller(name, context)
                 started = time.perf_counter()
-                trace = run_episode(controller, cluster, series, seed=seed)
+                trace = run_episode(controller, cluster, series, seed=seed, fidelity=fidelity)
                 summary = summarize(trace)
-                summary.update({"controller": name, "trace": scenario, "seed": seed,
+                summary.update({"controller": name, "trace": scenario, "seed": seed, "fidelity": fidelity,
                                 "wall_s": time.perf_counter() - started})
                 records.append(summary)
                 traces_for_plots.setdefault((scenario, seed), {})[name] = trace

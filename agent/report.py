@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from agent.atomic import write_text_atomic
 
 # Two-sided 95 % Student t quantiles by degrees of freedom (standard tables).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -108,25 +111,87 @@ def render_plots(traces: Mapping[tuple[str, int], Mapping[str, object]], run_dir
     return written
 
 
-def render_pareto(records: list[Mapping], path: Path) -> Path:
-    """Write a cost versus SLO-attainment scatter, one point per (controller, trace) mean."""
+def render_pareto(records: list[Mapping], path: Path, cost_key: str = "gpu_hours") -> Path:
+    """Write a cost versus SLO-attainment scatter, one point per (controller, trace) mean.
+
+    ``cost_key`` is the record field on the x axis: ``gpu_hours`` or ``cost_usd``.
+    """
+    labels = {"gpu_hours": "GPU-hours (lower is better)", "cost_usd": "cost USD (lower is better)"}
+    if cost_key not in labels:
+        raise ValueError(f"cost_key {cost_key!r} is not one of {sorted(labels)}")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for (trace, controller), rows in sorted(group_records(records).items()):
-        cost, _ = mean_ci(float(r["gpu_hours"]) for r in rows)
-        slo, _ = mean_ci(float(r["slo_attainment"]) for r in rows)
-        ax.scatter(cost, slo)
-        ax.annotate(f"{controller} ({trace})", (cost, slo), fontsize=7)
-    ax.set_xlabel("GPU-hours (lower is better)")
+    groups = group_records(records)
+    traces = {trace for trace, _ in groups}
+    for (trace, controller), rows in sorted(groups.items()):
+        cost, cost_half = mean_ci(float(r[cost_key]) for r in rows)
+        slo, slo_half = mean_ci(float(r["slo_attainment"]) for r in rows)
+        # Error bars are the 95 % confidence intervals over seeds (none for one seed).
+        ax.errorbar(cost, slo, xerr=cost_half, yerr=slo_half, fmt="o", capsize=3)
+        label = controller if len(traces) == 1 else f"{controller} ({trace})"
+        ax.annotate(label, (cost, slo), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(labels[cost_key])
     ax.set_ylabel("SLO attainment (higher is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def load_results(paths: Iterable[Path]) -> list[dict]:
+    """Read the records of several results.json files into one list.
+
+    Records of one (trace, controller) from several files pool as more seeds
+    when their seeds differ. When a file repeats a seed already read for that
+    pair, all of that file's records of the pair get the file's directory
+    name appended to the controller name, so they form their own row.
+    """
+    records: list[dict] = []
+    seeds_read: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read results file {path}: {error}; pass a results.json "
+                             "written by scripts/evaluate.py") from error
+        if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+            raise ValueError(f"{path} has no 'records' list; pass a results.json written by scripts/evaluate.py")
+        by_pair: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for record in data["records"]:
+            by_pair[(str(record["trace"]), str(record["controller"]))].append(dict(record))
+        for (trace, controller), rows in by_pair.items():
+            seeds = {int(r["seed"]) for r in rows}
+            if seeds & seeds_read[(trace, controller)]:
+                controller = f"{controller} [{Path(path).resolve().parent.name}]"
+                for row in rows:
+                    row["controller"] = controller
+            seeds_read[(trace, controller)] |= seeds
+            records.extend(rows)
+    return records
+
+
+def write_report(records: list[Mapping], out_dir: Path, sources: Iterable[Path] = ()) -> list[Path]:
+    """Write report.md (tables with 95 % CIs) and, per trace, cost USD and GPU-hours versus SLO PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["# Controller comparison", ""]
+    listed = [str(p) for p in sources]
+    if listed:
+        lines += ["Results from: " + ", ".join(f"`{p}`" for p in listed), ""]
+    lines += [render_markdown(list(records)), "## Cost versus SLO attainment", ""]
+    written = []
+    for trace in sorted({str(r["trace"]) for r in records}):
+        subset = [r for r in records if str(r["trace"]) == trace]
+        for key, label in (("cost_usd", "cost USD"), ("gpu_hours", "GPU-hours")):
+            path = render_pareto(subset, out_dir / f"pareto_{_slug(trace)}_{key}.png", cost_key=key)
+            written.append(path)
+            lines += [f"![{trace}: {label} versus SLO attainment]({path.name})", ""]
+    report = out_dir / "report.md"
+    write_text_atomic(report, "\n".join(lines))
+    return [report, *written]
 
 
 def _slug(text: str) -> str:

@@ -84,6 +84,66 @@ class CheckpointEvery(BaseCallback):
             self._next = (self.num_timesteps // self.every_steps + 1) * self.every_steps
 
 
+class CompareWithHpa(BaseCallback):
+    """Every ``every_steps``, evaluate the current policy and HPA on the held-out window.
+
+    Logs ``eval/gpu_hours``, ``eval/slo_attainment`` and their HPA counterparts,
+    and records the wall time at which the policy first uses no more GPU-hours
+    than HPA at an SLO attainment no lower than HPA's (``beat_hpa_s``).
+    """
+
+    def __init__(self, cfg: DictConfig, every_steps: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.every_steps = max(int(every_steps), 1)
+        self.beat_hpa_s: float | None = None
+        self.beat_hpa_steps: int | None = None
+        self.history: list[dict[str, float]] = []
+        self._next = 0
+        self._started = time.perf_counter()
+        self._hpa: dict | None = None
+
+    def _on_training_start(self) -> None:
+        from agent.baselines.hpa_baseline import HpaBaseline
+        from agent.controllers.builtin import hpa_settings
+        from agent.controllers.registry import ControllerContext
+        from agent.evaluation import run_episode
+        from agent.metrics import summarize
+
+        self._started = time.perf_counter()
+        self._next = self.num_timesteps + self.every_steps
+        self.cluster = build_cluster(self.cfg)
+        self.series = [s[0] for s in load_deployment_series(self.cfg, self.cluster, split="held_out")]
+        settings = hpa_settings(ControllerContext(cfg=self.cfg, cluster=self.cluster))
+        self._hpa = summarize(run_episode(HpaBaseline(settings), self.cluster, self.series))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps < self._next or self._hpa is None:
+            return
+        from agent.evaluation import run_episode
+        from agent.metrics import summarize
+        from agent.policy import PolicyController
+
+        self._next = self.num_timesteps + self.every_steps
+        self.model.policy.set_training_mode(False)
+        mine = summarize(run_episode(PolicyController(self.model.policy), self.cluster, self.series))
+        elapsed = time.perf_counter() - self._started
+        self.logger.record("eval/gpu_hours", mine["gpu_hours"])
+        self.logger.record("eval/slo_attainment", mine["slo_attainment"])
+        self.logger.record("eval/hpa_gpu_hours", self._hpa["gpu_hours"])
+        self.logger.record("eval/hpa_slo_attainment", self._hpa["slo_attainment"])
+        self.history.append({"steps": self.num_timesteps, "wall_s": elapsed, "gpu_hours": mine["gpu_hours"],
+                             "slo_attainment": mine["slo_attainment"]})
+        beats = mine["gpu_hours"] <= self._hpa["gpu_hours"] and mine["slo_attainment"] >= self._hpa["slo_attainment"]
+        if beats and self.beat_hpa_s is None:
+            self.beat_hpa_s = elapsed
+            self.beat_hpa_steps = self.num_timesteps
+            log.info("policy beats HPA on the held-out window after %.0f s (%d steps)", elapsed, self.num_timesteps)
+
+
 def save_training_state(model: MaskablePPO, run_dir: Path, meta: dict[str, Any], tag: str) -> None:
     """Write a policy checkpoint ``checkpoints/<tag>`` and the resume file."""
     ckpt_dir = run_dir / "checkpoints"
@@ -157,6 +217,11 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
         "traces": _trace_names(cfg),
     }
     remaining = int(algo.total_timesteps) - done
+    callbacks: list[BaseCallback] = [CheckpointEvery(run_dir, algo.checkpoint_every_steps, meta)]
+    comparison = None
+    if algo.compare_with_hpa_every_steps > 0:
+        comparison = CompareWithHpa(cfg, algo.compare_with_hpa_every_steps)
+        callbacks.append(comparison)
     log.info(
         "training on %s: %d rows (%d clusters x %d Deployments), %d steps to go",
         device, venv.num_envs, venv.n_clusters, venv.n_deployments, max(remaining, 0),
@@ -165,7 +230,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     if remaining > 0:
         model.learn(
             total_timesteps=remaining,
-            callback=CheckpointEvery(run_dir, algo.checkpoint_every_steps, meta),
+            callback=callbacks,
             reset_num_timesteps=done == 0,
             progress_bar=bool(cfg.get("progress_bar", True)),
             tb_log_name="ppo",
@@ -173,7 +238,12 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     elapsed = time.perf_counter() - started
     save_training_state(model, run_dir, meta, tag="last")
     stem = run_dir / "policy"
-    save_checkpoint(stem, model.policy.state_dict(), extra={"training_seconds": elapsed}, **meta)
+    extra: dict[str, Any] = {"training_seconds": elapsed}
+    if comparison is not None:
+        extra["beat_hpa_s"] = comparison.beat_hpa_s
+        extra["beat_hpa_steps"] = comparison.beat_hpa_steps
+        extra["comparison_history"] = comparison.history
+    save_checkpoint(stem, model.policy.state_dict(), extra=extra, **meta)
     log.info("trained %d steps in %.1f s (%.0f steps/s); policy at %s.json",
              model.num_timesteps, elapsed, max(remaining, 0) / max(elapsed, 1e-9), stem)
     return stem

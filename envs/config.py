@@ -125,6 +125,9 @@ class AlgoConf:
     # torch intra-op threads for training on the CPU; 0 keeps torch's default.
     torch_threads: int = 1
     checkpoint_every_steps: int = 50_000
+    # Evaluate against HPA on the held-out window this often (0: never); the
+    # policy metadata then records when the policy first beat HPA.
+    compare_with_hpa_every_steps: int = 0
     randomization: RandomizationConf = field(default_factory=RandomizationConf)
 
 

@@ -60,12 +60,13 @@ def test_deployments_are_scheduled_in_order(catalog):
 def test_cold_start_takes_startup_ticks(catalog):
     sim = simulator(make_cluster(catalog, [H100], [deployment()]))
     h100 = catalog.option_index("h100-1")
-    # Llama-3.1-8B on h100-1 starts in 60 s: 4 ticks of 15 s.
+    # Llama-3.1-8B on h100-1 starts in 60 s: placed in tick 0, it is Ready
+    # 4 ticks of 15 s later and serves from tick 4, the fifth step.
     ready = []
-    for _ in range(5):
+    for _ in range(6):
         sim.step(np.array([[2]]), np.array([[h100]]))
         ready.append(sim.state.ready[0, 0])
-    assert ready == [1, 1, 1, 2, 2]
+    assert ready == [1, 1, 1, 1, 2, 2]
 
 
 def test_scale_down_deletes_pending_then_starting_then_ready(catalog):
@@ -89,7 +90,7 @@ def test_allocation_change_keeps_old_pods_until_new_are_ready(catalog):
     assert sim.state.option[0, 0] == a100
     assert sim.state.old_option[0, 0] == h100
     assert sim.state.old_ready[0, 0] == 2
-    for _ in range(3):
+    for _ in range(4):
         sim.step(np.array([[2]]), np.array([[a100]]))
     # After the 4-tick cold start the new pods are Ready and the old ones drain.
     assert sim.state.ready[0, 0] == 2

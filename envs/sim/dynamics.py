@@ -108,36 +108,35 @@ def _episode_references(state: SimState, params: SimParams, env_ids: np.ndarray)
     state.reference_cost[env_ids] = hourly * params.tick_s / 3600.0
 
 
-def _remove_youngest(starting: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Remove up to ``count`` starting pods, most ticks left first; return how many per slot."""
-    reversed_counts = starting[..., ::-1]
-    before = np.cumsum(reversed_counts, axis=-1) - reversed_counts
-    removed = np.clip(count[..., None] - before, 0.0, reversed_counts)
-    return removed[..., ::-1]
-
-
 def _grant_in_order(free: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """Grant (E, D, R) demands against (E, R) free amounts in Deployment order."""
     before = np.cumsum(demand, axis=1) - demand
     return np.clip(free[:, None, :] - before, 0.0, demand)
 
 
-def _remove_starting(starting: np.ndarray, starting_total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Remove up to ``count`` (E, D) youngest starting pods in place; return how many per (E, D).
+def _remove_youngest(starting: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Remove up to ``count`` (E, D) starting pods in place, most ticks left first; return how many per (E, D).
 
-    Only rows that have both starting pods and an excess are touched, which
-    gives the same counts as ``_remove_youngest`` over every row.
+    The ring has few columns, so a loop over them beats a cumulative sum over
+    every slot, and whole pod counts keep the subtractions exact.
     """
-    removed_total = np.zeros_like(count)
-    rows = np.flatnonzero((count > 0) & (starting_total > 0))
-    if rows.size == 0:
-        return removed_total
-    flat = starting.reshape(-1, starting.shape[-1])
-    subset = flat[rows]
-    removed = _remove_youngest(subset, count.reshape(-1)[rows])
-    flat[rows] = subset - removed
-    removed_total.reshape(-1)[rows] = removed.sum(axis=-1)
-    return removed_total
+    left = count.copy()
+    for column in range(starting.shape[-1] - 1, -1, -1):
+        taken = np.minimum(left, starting[..., column])
+        starting[..., column] -= taken
+        left -= taken
+    return count - left
+
+
+def _writable_view(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Return ``array`` reshaped to ``shape`` as a view, so that writes through it reach ``array``."""
+    view = array.reshape(shape)
+    if not np.may_share_memory(view, array):
+        raise ValueError(
+            f"SimState.starting with strides {array.strides} cannot be reshaped to {shape} without a copy; "
+            "allocate the state with envs.sim.state.zeros_state"
+        )
+    return view
 
 
 def _grant_slots(params: SimParams, free: np.ndarray, option: np.ndarray, demand: np.ndarray) -> np.ndarray:
@@ -269,7 +268,7 @@ def step(
     from_pending = np.minimum(excess, state.pending)
     state.pending -= from_pending
     excess -= from_pending
-    removed_total = _remove_starting(starting, starting_total, excess)
+    removed_total = _remove_youngest(starting, excess)
     starting_total = starting_total - removed_total
     from_ready = np.minimum(excess - removed_total, state.ready)
     state.ready -= from_ready
@@ -302,10 +301,10 @@ def step(
     state.pending -= placed
     row_index = np.arange(params.n_envs * params.n_deployments).reshape(state.option.shape)
     countdown = params.startup_ticks.reshape(-1)[row_index * params.startup_ticks.shape[-1] + state.option]
-    # A pod with a startup of k ticks enters slot k - 1 and is Ready at the end of
-    # its k-th tick. Each (env, Deployment) pair appears once, so fancy-index +=
-    # does not drop repeats.
-    state.starting.reshape(-1, copy=False)[row_index * state.starting.shape[-1] + countdown - 1] += placed
+    # A pod placed at tick n with a startup of k ticks enters slot k and first
+    # serves in tick n + k, the first tick that starts after it is Ready. Each
+    # (env, Deployment) pair appears once, so fancy-index += does not drop repeats.
+    _writable_view(state.starting, (-1,))[row_index * state.starting.shape[-1] + countdown] += placed
     starting_total = starting_total + placed
 
     # Step 5: cold starts count down; new Ready pods retire old-option pods one for one.

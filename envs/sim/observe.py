@@ -7,25 +7,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.serving.fluid import gather_by_option
 from envs.signals import SignalBatch
-from envs.sim.dynamics import _quota_usage, _slot_usage
+from envs.sim.dynamics import _quota_usage, _slot_usage_sum, _sum_starting, starting_width
 from envs.sim.params import SimParams
 from envs.sim.state import SimState
 
 
-def free_slots(params: SimParams, state: SimState) -> np.ndarray:
-    """Return (E, K) slots not held by any pod."""
-    held = state.starting.sum(axis=-1) + state.ready
-    used = _slot_usage(params, state.option, held) + _slot_usage(params, state.old_option, state.old_ready)
+def starting_pods(params: SimParams, state: SimState) -> np.ndarray:
+    """Return (E, D) pods in their cold start."""
+    return _sum_starting(state.starting[..., : starting_width(params)])
+
+
+def free_slots(params: SimParams, state: SimState, starting: np.ndarray | None = None) -> np.ndarray:
+    """Return (E, K) slots not held by any pod; ``starting`` is ``starting_pods`` when known."""
+    held = (starting_pods(params, state) if starting is None else starting) + state.ready
+    used = _slot_usage_sum(params, [(state.option, held), (state.old_option, state.old_ready)])
     return np.maximum(params.slot_capacity - used - state.draining_slots, 0.0)
 
 
-def quota_headroom_pods(params: SimParams, state: SimState) -> np.ndarray:
+def quota_headroom_pods(params: SimParams, state: SimState, starting: np.ndarray | None = None) -> np.ndarray:
     """Return (E, O) pods of each option that the quota still admits (inf without a quota)."""
     n_opt = len(params.option_names)
     if not params.quota_limit.shape[1]:
         return np.full((params.n_envs, n_opt), np.inf)
-    held = state.starting.sum(axis=-1) + state.ready
+    held = (starting_pods(params, state) if starting is None else starting) + state.ready
     used = _quota_usage(params, state.option, held) + _quota_usage(params, state.old_option, state.old_ready)
     left = np.maximum(params.quota_limit - used, 0.0)
     per_pod = params.option_quota
@@ -39,9 +45,10 @@ def signal_batch(params: SimParams, state: SimState) -> SignalBatch:
     d = params.n_deployments
     flat = lambda a: np.asarray(a, dtype=np.float64).reshape(-1)  # noqa: E731
     ready = state.ready + state.old_ready
+    starting = starting_pods(params, state)
     concurrency = (
-        state.ready * params.max_concurrency[np.arange(d)[None, :], state.option]
-        + state.old_ready * params.max_concurrency[np.arange(d)[None, :], np.maximum(state.old_option, 0)]
+        state.ready * gather_by_option(params.max_concurrency, state.option)
+        + state.old_ready * gather_by_option(params.max_concurrency, state.old_option)
     )
     values = {
         "request_rate": flat(state.arrivals / tick),
@@ -57,10 +64,10 @@ def signal_batch(params: SimParams, state: SimState) -> SignalBatch:
         "desired_replicas": flat(state.desired),
         "ready_replicas": flat(ready),
         "pending_replicas": flat(state.pending),
-        "starting_replicas": flat(state.starting.sum(axis=-1)),
+        "starting_replicas": flat(starting),
         "terminating_replicas": flat(state.draining_pods),
         "option_index": flat(state.option),
     }
-    free = np.repeat(free_slots(params, state), d, axis=0)
-    headroom = np.repeat(quota_headroom_pods(params, state), d, axis=0)
+    free = np.repeat(free_slots(params, state, starting), d, axis=0)
+    headroom = np.repeat(quota_headroom_pods(params, state, starting), d, axis=0)
     return SignalBatch(values=values, free_slots=free, quota_headroom_pods=headroom)

@@ -8,7 +8,7 @@ import numpy as np
 
 from envs.cluster.spec import ClusterSpec
 from envs.signals import SignalBatch
-from envs.sim.dynamics import StepInfo, episode_done, reset_envs, step
+from envs.sim.dynamics import ServingModel, StepInfo, episode_done, reset_envs, step
 from envs.sim.observe import signal_batch
 from envs.sim.params import Randomization, SimParams, build_params
 from envs.sim.state import SimState, zeros_state
@@ -66,14 +66,21 @@ class BatchedSimulator:
         local_ids = np.asarray(local_ids, dtype=np.int64)
         reset_envs(self.state, self.params, self.seed, local_ids, self.env_ids[local_ids])
 
-    def step(self, target_replicas: np.ndarray, target_option: np.ndarray) -> StepInfo:
-        """Apply (E, D) decisions and advance one tick."""
+    def step(
+        self, target_replicas: np.ndarray, target_option: np.ndarray, serving: ServingModel | None = None
+    ) -> StepInfo:
+        """Apply (E, D) decisions and advance one tick.
+
+        ``serving`` replaces the fluid serving model for this tick, for example
+        with an ``envs.serving.des.DiscreteEventServing``.
+        """
         shape = (self.params.n_envs, self.params.n_deployments)
         self.last_info = step(
             self.state,
             self.params,
             np.asarray(target_replicas).reshape(shape),
             np.asarray(target_option).reshape(shape),
+            serving=serving,
         )
         return self.last_info
 
