@@ -166,7 +166,7 @@ def test_parse_mix_accepts_and_rejects():
 
 
 def test_write_catalog_atomic(tmp_path):
-    raw = yaml.safe_load((ROOT / "conf/catalog/default.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "conf/catalog/handbook.yaml").read_text())
     target = tmp_path / "catalog.yaml"
     gp.write_catalog(raw, target, "python scripts/generate_profiles.py")
     assert parse_catalog(yaml.safe_load(target.read_text())).option_names
@@ -181,7 +181,7 @@ def test_write_catalog_atomic(tmp_path):
 
 
 def test_committed_catalog_loads():
-    raw = yaml.safe_load((ROOT / "conf/catalog/aiconfigurator.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "conf/catalog/default.yaml").read_text())
     catalog = parse_catalog(raw)
     assert set(catalog.models) == set(gp.MODEL_SOURCES)
     for model in catalog.models.values():
