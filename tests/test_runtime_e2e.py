@@ -5,7 +5,7 @@ scrapes it every second, and the agent ticks every second with a 5 s rate
 window. A fixed policy (level 0.65 utilisation, option a100-1) makes the
 expected behaviour deterministic: switch from h100-1 to a100-1, then scale up
 with the rising traffic until max_replicas and the quota stop it. Along the
-way the test injects 409, 429 and 500 answers, a Kubernetes API outage, and a
+way the test injects 409, 429 and 500 responses, a Kubernetes API outage, and a
 Prometheus stop and restart.
 """
 
@@ -74,7 +74,7 @@ class Watcher(threading.Thread):
         while not self.stop.wait(0.2):
             snapshot = self.vc.driver.snapshot()
             self.max_replicas = max(self.max_replicas, snapshot["deployments"][0]["desired"])
-            deployment = self.vc.store.get(self.vc.types["deployments"], NAMESPACE, DEPLOYMENT)
+            deployment = self.vc.store.get(self.vc.types["deployments"], namespace=NAMESPACE, name=DEPLOYMENT)
             self.max_replicas = max(self.max_replicas, deployment["spec"]["replicas"])
             self.max_quota_used = max([self.max_quota_used, *snapshot["quota_used"].values()])
 
@@ -124,7 +124,7 @@ def test_agent_end_to_end(prometheus_binary, tmp_path):
             assert metric("gpu_autoscaler_writes_total", {"kind": "scale", "result": "ok"}) >= 1
             assert metric("gpu_autoscaler_api_errors_total", {"api": "kubernetes", "code": "429"}) == 1
 
-            # Phase 2: the Kubernetes API fails for a while; the agent holds and then resumes.
+            # Phase 2: a Kubernetes API outage; the agent keeps every Deployment as it is, then resumes.
             post(vc.url + "/_faults", {"status": 503, "count": -1, "path_contains": "/apis/apps/v1"})
             outage = {**LABELS, "reason": "kubernetes_unavailable"}
             wait_for(lambda: metric("gpu_autoscaler_fallback_ticks_total", outage) >= 1, 15, "a hold during the outage")
@@ -152,7 +152,7 @@ def test_agent_end_to_end(prometheus_binary, tmp_path):
         assert not runner.is_alive()
         assert watcher.max_replicas <= MAX_REPLICAS
         assert watcher.max_quota_used <= QUOTA_GPUS
-        lease = vc.store.get(vc.types["leases"], "gpu-autoscaler", "gpu-autoscaler-leader")
+        lease = vc.store.get(vc.types["leases"], namespace="gpu-autoscaler", name="gpu-autoscaler-leader")
         assert lease["spec"]["holderIdentity"] == ""
         records = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
         sources = {record["source"] for record in records}

@@ -236,7 +236,7 @@ def test_writer_retries_conflict(vc):
     sleep = RecordingSleep()
     writer = Writer(kube, catalog=CATALOG, dra_version="v1", naming=NAMING, sleep=sleep, rand=lambda: 0.0)
     post_faults(vc.url, [{"status": 409, "count": 1, "methods": ["PATCH"], "path_contains": "/scale"}])
-    writer.scale(state, 3, state.resource_version)
+    writer.scale(state, 3, resource_version=state.resource_version)
     assert kube.get_deployment(NAMESPACE, DEPLOYMENT)["spec"]["replicas"] == 3
     assert sleep.calls == [0.01]
 
@@ -249,7 +249,7 @@ def test_writer_detects_manual_edit(vc):
     kube.patch_scale(NAMESPACE, DEPLOYMENT, replicas=4, resource_version=current["metadata"]["resourceVersion"])
     writer = Writer(kube, catalog=CATALOG, dra_version="v1", naming=NAMING, sleep=RecordingSleep())
     with pytest.raises(ManualEditDetected) as caught:
-        writer.scale(state, 2, state.resource_version)
+        writer.scale(state, 2, resource_version=state.resource_version)
     assert caught.value.observed == 4
 
 

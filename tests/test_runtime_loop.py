@@ -126,6 +126,9 @@ def test_dry_run_writes_nothing(vc, tmp_path):
     record = json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])
     assert record["outcome"] == "dry_run"
     assert agent.telemetry.sample("gpu_autoscaler_dry_run") == 1.0
+    assert agent.leader is None
+    with pytest.raises(urllib.error.HTTPError):
+        get_json(f"{vc.url}/apis/coordination.k8s.io/v1/namespaces/gpu-autoscaler/leases/gpu-autoscaler-leader")
     agent.shutdown()
 
 
@@ -283,24 +286,29 @@ def test_script_releases_lease_on_sigterm(tmp_path):
         command = [sys.executable, str(ROOT / "scripts" / "run_agent.py"), f"checkpoint={tmp_path}/policy.json",
                    "runtime.kubernetes.auth=none", f"runtime.kubernetes.server={vc.url}",
                    "runtime.prometheus.url=http://127.0.0.1:9", "runtime.interval_s=0.5",
-                   "runtime.telemetry.metrics_port=-1", "runtime.leader.identity=script",
+                   "runtime.telemetry.metrics_port=-1", "runtime.leader.identity=script", "runtime.dry_run=false",
                    f"hydra.run.dir={tmp_path}/run"]
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        lease_url = f"{vc.url}/apis/coordination.k8s.io/v1/namespaces/gpu-autoscaler/leases/gpu-autoscaler-leader"
-        deadline = time.monotonic() + 60
-        holder = ""
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                holder = get_json(lease_url)["spec"]["holderIdentity"]
-            except urllib.error.HTTPError:
-                holder = ""
-            if holder == "script":
-                break
-            time.sleep(0.2)
-        assert holder == "script", process.communicate(timeout=10)[0] if process.poll() is not None else "timeout"
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        try:
+            lease_url = f"{vc.url}/apis/coordination.k8s.io/v1/namespaces/gpu-autoscaler/leases/gpu-autoscaler-leader"
+            deadline = time.monotonic() + 60
+            holder = ""
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    holder = get_json(lease_url)["spec"]["holderIdentity"]
+                except urllib.error.HTTPError:
+                    holder = ""
+                if holder == "script":
+                    break
+                time.sleep(0.2)
+            assert holder == "script", "the agent did not take the Lease within 60 s"
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=10)
         assert process.returncode == 0, output
         assert "received SIGTERM" in output
         assert get_json(lease_url)["spec"]["holderIdentity"] == ""

@@ -47,20 +47,20 @@ def layer(**overrides: float) -> SafetyLayer:
 
 
 def test_max_replicas_clamped():
-    decision = layer(max_scale_up_per_tick=100).apply(KEY, Proposal(50, H100, "policy"), observe(4), now_s=0)
+    decision = layer(max_scale_up_per_tick=100).apply(KEY, Proposal(50, H100, "policy"), observation=observe(4), now_s=0)
     assert decision.replicas == 10
     assert "max_replicas" in decision.rules
     assert decision.write_replicas
 
 
 def test_scale_up_step_limited():
-    decision = layer().apply(KEY, Proposal(9, H100, "policy"), observe(2), now_s=0)
+    decision = layer().apply(KEY, Proposal(9, H100, "policy"), observation=observe(2), now_s=0)
     assert decision.replicas == 5
     assert decision.rules == ["scale_up_step"]
 
 
 def test_first_tick_cannot_scale_down():
-    decision = layer().apply(KEY, Proposal(2, H100, "policy"), observe(5), now_s=0)
+    decision = layer().apply(KEY, Proposal(2, H100, "policy"), observation=observe(5), now_s=0)
     assert decision.replicas == 5
     assert "stabilization" in decision.rules
     assert not decision.write_replicas
@@ -69,11 +69,11 @@ def test_first_tick_cannot_scale_down():
 def test_scale_down_waits_for_window():
     clock = FakeClock()
     safety = layer()
-    safety.apply(KEY, Proposal(5, H100, "policy"), observe(5), now_s=clock.now)
-    held = safety.apply(KEY, Proposal(2, H100, "policy"), observe(5), now_s=clock.advance(30))
+    safety.apply(KEY, Proposal(5, H100, "policy"), observation=observe(5), now_s=clock.now)
+    held = safety.apply(KEY, Proposal(2, H100, "policy"), observation=observe(5), now_s=clock.advance(30))
     assert held.replicas == 5
     assert "stabilization" in held.rules
-    stepped = safety.apply(KEY, Proposal(2, H100, "policy"), observe(5), now_s=clock.advance(31))
+    stepped = safety.apply(KEY, Proposal(2, H100, "policy"), observation=observe(5), now_s=clock.advance(31))
     assert stepped.replicas == 4
     assert stepped.rules == ["scale_down_step"]
 
@@ -82,12 +82,12 @@ def test_manual_edit_backs_off():
     clock = FakeClock()
     safety = layer()
     safety.record_write(KEY, replicas=4, option_changed=False, now_s=clock.now)
-    edited = safety.apply(KEY, Proposal(6, H100, "policy"), observe(7), now_s=clock.advance(10))
+    edited = safety.apply(KEY, Proposal(6, H100, "policy"), observation=observe(7), now_s=clock.advance(10))
     assert edited.source == "hold"
     assert edited.rules == ["manual_edit"]
-    still = safety.apply(KEY, Proposal(6, H100, "policy"), observe(7), now_s=clock.advance(200))
+    still = safety.apply(KEY, Proposal(6, H100, "policy"), observation=observe(7), now_s=clock.advance(200))
     assert still.rules == ["manual_edit"]
-    resumed = safety.apply(KEY, Proposal(8, H100, "policy"), observe(7), now_s=clock.advance(101))
+    resumed = safety.apply(KEY, Proposal(8, H100, "policy"), observation=observe(7), now_s=clock.advance(101))
     assert resumed.source == "policy"
     assert resumed.replicas == 8
 
@@ -95,37 +95,37 @@ def test_manual_edit_backs_off():
 def test_allocation_cooldown():
     clock = FakeClock()
     safety = layer()
-    first = safety.apply(KEY, Proposal(2, A100, "policy"), observe(2), now_s=clock.now)
+    first = safety.apply(KEY, Proposal(2, A100, "policy"), observation=observe(2), now_s=clock.now)
     assert first.write_option
     safety.record_write(KEY, replicas=2, option_changed=True, now_s=clock.now)
-    back = safety.apply(KEY, Proposal(2, H100, "policy"), observe(2, option=A100), now_s=clock.advance(60))
+    back = safety.apply(KEY, Proposal(2, H100, "policy"), observation=observe(2, option=A100), now_s=clock.advance(60))
     assert not back.write_option
     assert "allocation_cooldown" in back.rules
-    later = safety.apply(KEY, Proposal(2, H100, "policy"), observe(2, option=A100), now_s=clock.advance(61))
+    later = safety.apply(KEY, Proposal(2, H100, "policy"), observation=observe(2, option=A100), now_s=clock.advance(61))
     assert later.write_option
 
 
 def test_allocation_change_needs_room_for_all_pods():
-    decision = layer().apply(KEY, Proposal(4, A100, "policy"), observe(4, free={**FREE, "A100-80GB/whole": 3}),
+    decision = layer().apply(KEY, Proposal(4, A100, "policy"), observation=observe(4, free={**FREE, "A100-80GB/whole": 3}),
                              now_s=0)
     assert not decision.write_option
     assert "capacity" in decision.rules
 
 
 def test_scale_up_limited_by_free_slots():
-    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observe(2, free={"H100-80GB/whole": 2}), now_s=0)
+    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observation=observe(2, free={"H100-80GB/whole": 2}), now_s=0)
     assert decision.replicas == 4
     assert decision.rules == ["capacity"]
 
 
 def test_scale_up_limited_by_quota_after_pending():
-    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observe(2, pending=1, quota=3), now_s=0)
+    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observation=observe(2, pending=1, quota=3), now_s=0)
     assert decision.replicas == 4
     assert decision.rules == ["quota"]
 
 
 def test_no_room_holds_replicas():
-    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observe(2, pending=2, quota=2), now_s=0)
+    decision = layer().apply(KEY, Proposal(5, H100, "policy"), observation=observe(2, pending=2, quota=2), now_s=0)
     assert decision.replicas == 2
     assert not decision.write_replicas
 
@@ -138,7 +138,7 @@ def test_hold_keeps_current_state():
 def fallback_rule(**settings) -> FallbackRule:
     rule = FallbackRule(FallbackSettings(**settings))
     spec = build_cluster(rehearsal_config())
-    rule.reset(EncoderContext.from_cluster(spec), [KEY[1]], 15.0, spec.catalog.slot_kinds)
+    rule.reset(EncoderContext.from_cluster(spec), [KEY[1]], tick_s=15.0, slot_kinds=spec.catalog.slot_kinds)
     return rule
 
 

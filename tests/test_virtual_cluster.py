@@ -269,7 +269,7 @@ def test_histogram_counters_only_grow(vc):
 
 def test_histogram_recovers_quantile():
     histogram = Histogram(TTFT_BUCKETS)
-    points = ttft_points(0.3, 0.9, 1.4)
+    points = ttft_points(p50=0.3, p95=0.9, p99=1.4)
     histogram.observe_distribution(points, 1000.0)
     assert latency_cdf(points, 0.9) == pytest.approx(0.95)
     below = histogram.buckets[TTFT_BUCKETS.index(0.75)] / histogram.count
