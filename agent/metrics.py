@@ -89,12 +89,14 @@ def summarize(trace: EpisodeTrace) -> dict:
     arrivals = trace.array("arrivals")
     total_arrivals = float(arrivals.sum())
     slo_met = float(trace.array("slo_met").sum())
+
     per_request = np.concatenate(trace.request_ttft_s) if trace.request_ttft_s else np.zeros(0)
     if per_request.size:
-        # Exact quantiles of the served requests; dropped requests have no TTFT.
+        # Exact quantiles of the served requests, because dropped requests have no TTFT.
         p50, p95, p99 = (float(q) for q in np.quantile(per_request, (0.5, 0.95, 0.99)))
     else:
         p50, p95, p99 = pooled_quantiles(trace)
+
     gpu_hours = trace.array("gpu_hours")
     option = trace.array("option").astype(np.int64)
     per_option: dict[str, float] = {}

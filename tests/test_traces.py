@@ -638,7 +638,8 @@ def test_trace_configs_exist() -> None:
     names = {path.stem for path in TRACE_CONFIGS}
 
     assert names == {
-        "azure_code", "azure_conv", "mooncake", "servegen_m_large", "servegen_deepseek_r1", "alibaba_genai"
+        "azure_code", "azure_conv", "mooncake", "servegen_m_large", "servegen_deepseek_r1",
+        "servegen_deepseek_r1_small", "alibaba_genai",
     }
     for path in TRACE_CONFIGS:
         assert path.read_text(encoding="utf-8").startswith("# "), f"{path} needs a comment line first"

@@ -20,11 +20,11 @@ profile. Per Deployment:
   added or removed at tick boundaries; a removed server finishes the request
   it holds, and idle servers are removed first.
 
-Requests come from a ``RequestTrace`` (real timestamps and token counts) or
-are drawn from the tick's count in the ArrivalSeries: arrival times as
-uniform order statistics within the tick (a Poisson process given its count)
-and token counts from a gamma distribution rescaled so that the tick's mean
-equals the series' mean.
+Requests come from a ``RequestTrace`` (real timestamps and token counts), or
+they are drawn from the tick's count in the ArrivalSeries. Drawn arrival
+times are uniform order statistics within the tick, which is a Poisson
+process given its count. Drawn token counts follow a gamma distribution,
+rescaled so that the tick's mean equals the series' mean.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def serve_row_tick(
         p50, p95, p99 = np.quantile(ttft, (0.5, 0.95, 0.99))
         e2e_p95 = float(np.quantile(e2e, 0.95))
     else:
-        # Nobody started: report the oldest waiting request's wait so far, or the bare prefill time.
+        # No request started: report the oldest waiting request's wait so far, or the bare prefill time.
         mean_in = float(requests.input_tokens.mean()) if len(requests) else 0.0
         waited = end_s - float(queue.waiting.arrival_s[0]) if len(queue.waiting) else 0.0
         p50 = p95 = p99 = e2e_p95 = waited + mean_in * per_token * slow_down

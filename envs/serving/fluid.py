@@ -166,7 +166,7 @@ def flat_option_index(shape: tuple[int, ...], option: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ServingInputs:
-    """What a serving model gets for tick ``state.t``; every field is (E, D)."""
+    """Inputs of a serving model for tick ``state.t``; every field is (E, D)."""
 
     pos: np.ndarray  # bank index of the tick
     arrivals: np.ndarray  # requests arriving in the tick; fractional for rate traces

@@ -193,7 +193,7 @@ def _quota_usage(params: SimParams, option: np.ndarray, pods: np.ndarray) -> np.
 
 
 class _HeldRates:
-    """Hourly price and GPU equivalents per pod of (E, D) options, gathered once; option -1 holds none."""
+    """Hourly price and GPU equivalents per pod of (E, D) options, gathered once; option -1 costs nothing."""
 
     def __init__(self, params: SimParams, option: np.ndarray) -> None:
         safe = np.maximum(option, 0)
