@@ -145,6 +145,11 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
             f"{OBSERVATION_VERSION}; retrain the policy or use the release that trained it"
         )
     layout = metadata["action_layout"]
+    if not isinstance(layout, dict) or not isinstance(layout.get("options", []), list):
+        raise CheckpointError(
+            f"{meta_path}: action_layout must be a JSON object with an 'options' list, got {layout!r}; "
+            "the metadata is corrupt, so use a checkpoint written by training"
+        )
     expected = action_layout(list(layout.get("options", [])))
     if any(layout.get(key) != expected[key] for key in ("levels", "target_utilization", "peak_utilization", "keep_option_action")):
         raise CheckpointError(
@@ -158,7 +163,15 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
             f"but the catalog has {list(option_names)}; use the catalog it was trained with or retrain"
         )
 
-    weights_path = meta_path.parent / Path(str(metadata["weights_file"])).name
+    policy = metadata["policy"]
+    net_arch = policy.get("net_arch") if isinstance(policy, dict) else None
+    if not isinstance(net_arch, list) or not all(isinstance(width, int) and width > 0 for width in net_arch):
+        raise CheckpointError(
+            f"{meta_path}: policy.net_arch must be a list of positive layer widths, got {net_arch!r}; "
+            "the metadata is corrupt, so use a checkpoint written by training"
+        )
+
+    weights_path = _weights_path(meta_path, metadata["weights_file"])
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights {weights_path} not found beside {meta_path.name}")
     digest = sha256_file(weights_path)
@@ -172,3 +185,18 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from error
     return Checkpoint(state_dict=state_dict, metadata=metadata)
+
+
+def _weights_path(meta_path: Path, weights_file: object) -> Path:
+    """Return the weights file named in the metadata, which must be a plain file name beside ``meta_path``.
+
+    A path with folders is rejected rather than cut to its last part, so that
+    metadata cannot make the loader read a file outside the checkpoint folder.
+    """
+    name = weights_file if isinstance(weights_file, str) else ""
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(
+            f"{meta_path}: weights_file {weights_file!r} is not a file name in the checkpoint folder; "
+            f"set it to the name of the .safetensors file beside {meta_path.name}"
+        )
+    return meta_path.parent / name

@@ -92,6 +92,14 @@ def run_episode(
     return trace
 
 
+def _with_trace(cfg: DictConfig, name: str) -> DictConfig:
+    """Return a copy of ``cfg`` whose ``trace`` group is replaced by conf/trace/<name>.yaml."""
+    copy = cfg.copy()
+    OmegaConf.set_struct(copy, False)
+    copy.trace = load_group_file("trace", name)
+    return copy
+
+
 def eval_scenarios(
     cfg: DictConfig, cluster: ClusterSpec
 ) -> list[tuple[str, list[ArrivalSeries], list[list[ArrivalSeries]]]]:
@@ -99,9 +107,7 @@ def eval_scenarios(
     Deployment) for each configured trace; tuned baselines fit on the latter."""
     split = str(cfg.eval.get("split", "held_out"))
     names = list(cfg.eval.get("traces", []) or [])
-    configs = [(trace_label(cfg.trace), cfg)] if not names else [
-        (name, OmegaConf.merge(cfg, {"trace": load_group_file("trace", name)})) for name in names
-    ]
+    configs = [(trace_label(cfg.trace), cfg)] if not names else [(name, _with_trace(cfg, name)) for name in names]
     scenarios = []
     for name, sub in configs:
         held_out = load_deployment_series(sub, cluster, split=split)

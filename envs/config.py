@@ -7,14 +7,14 @@ the key, instead of being ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from envs.cluster.catalog import Catalog, parse_catalog
+from envs.cluster.catalog import Catalog, CatalogError, parse_catalog
 from envs.cluster.spec import ClusterSpec, parse_cluster
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -88,8 +88,8 @@ class TraceConf:
 @dataclass
 class RewardConf:
     cost_weight: float = 1.0
-    slo_weight: float = 50.0
-    drop_weight: float = 50.0
+    slo_weight: float = 30.0
+    drop_weight: float = 30.0
     churn_weight: float = 0.05
     allocation_change_weight: float = 0.1
 
@@ -121,6 +121,8 @@ class AlgoConf:
     net_arch: List[int] = field(default_factory=lambda: [128, 128])
     # Initial logit added to "keep the current option" (see agent/training.py).
     keep_option_logit: float = 3.0
+    # Initial logit added to "hold the replica count" (see agent/training.py).
+    hold_level_logit: float = 0.0
     device: str = "auto"
     # torch intra-op threads for training on the CPU; 0 keeps torch's default.
     torch_threads: int = 1
@@ -131,17 +133,34 @@ class AlgoConf:
     randomization: RandomizationConf = field(default_factory=RandomizationConf)
 
 
-def validate_config(cfg: DictConfig, schema: type) -> DictConfig:
-    """Merge ``cfg`` into the structured ``schema``; raise ConfigError naming a bad key or type."""
+def validate_config(cfg: DictConfig, schema: type, group: str = "") -> DictConfig:
+    """Merge ``cfg`` into the structured ``schema``; raise ConfigError naming a bad key or type.
+
+    ``group`` is the config group ``cfg`` came from (``"workload"``), used to
+    give the full key path in the message.
+    """
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "?"
-        raise ConfigError(
-            f"invalid configuration at key {key!r}: {error.msg if hasattr(error, 'msg') else error}. "
-            "Check the spelling and type against the schema in envs/config.py."
-        ) from error
+        raise ConfigError(_describe_merge_error(error, schema, group)) from error
     return merged  # type: ignore[return-value]
+
+
+def _describe_merge_error(error: OmegaConfBaseException, schema: type, group: str) -> str:
+    """Return a one-line message for an OmegaConf merge error, with the key path and the fix."""
+    key = str(getattr(error, "full_key", None) or "?")
+    # Keys inside list items (a Deployment, a node pool) are relative to the item.
+    where = f"the {group} config" if group else "the config"
+    # OmegaConf appends the full key and the object types on further lines; the first line is the cause.
+    cause = str(getattr(error, "msg", None) or error).splitlines()[0].rstrip(".")
+    owner = getattr(error, "object_type", None) or schema
+    if isinstance(error, ConfigKeyError) and is_dataclass(owner):
+        known = [item.name for item in fields(owner)]
+        return f"unknown key {key!r} in {where} ({owner.__name__}). Remove or rename it; the known keys are {known}."
+    return (
+        f"invalid value for key {key!r} in {where}: {cause}. Give a value of the type that "
+        f"{getattr(owner, '__name__', schema.__name__)} in envs/config.py declares."
+    )
 
 
 def load_group_file(group: str, name: str) -> DictConfig:
@@ -149,7 +168,9 @@ def load_group_file(group: str, name: str) -> DictConfig:
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        raise ConfigError(f"no config {group}/{name}.yaml; known {group} configs: {known}")
+        raise ConfigError(
+            f"{group} config {name!r} not found: there is no {path}. Use one of {known} or add that file."
+        )
     return OmegaConf.load(path)  # type: ignore[return-value]
 
 
@@ -159,16 +180,23 @@ def build_catalog(catalog_cfg: Any) -> Catalog:
 
 
 def build_cluster(cfg: DictConfig) -> ClusterSpec:
-    """Build the ClusterSpec of a run from its ``catalog``, ``cluster`` and ``workload`` groups."""
-    catalog = build_catalog(cfg.catalog)
-    cluster_raw = OmegaConf.to_container(validate_config(cfg.cluster, ClusterConf), resolve=True)
-    workload = OmegaConf.to_container(validate_config(cfg.workload, WorkloadConf), resolve=True)
-    return parse_cluster(cluster_raw, catalog, workload["deployments"])  # type: ignore[index,arg-type]
+    """Build the ClusterSpec of a run from its ``catalog``, ``cluster`` and ``workload`` groups.
+
+    Raises ConfigError for every invalid value, including those the catalog
+    and cluster parsers reject, so that scripts report all of them the same way.
+    """
+    cluster_raw = OmegaConf.to_container(validate_config(cfg.cluster, ClusterConf, "cluster"), resolve=True)
+    workload = OmegaConf.to_container(validate_config(cfg.workload, WorkloadConf, "workload"), resolve=True)
+    try:
+        catalog = build_catalog(cfg.catalog)
+        return parse_cluster(cluster_raw, catalog, workload["deployments"])  # type: ignore[index,arg-type]
+    except CatalogError as error:
+        raise ConfigError(str(error)) from error
 
 
 def trace_spec(cfg_trace: Any, split: str | None = None) -> dict:
     """Return a validated plain trace spec, with ``split`` overriding the config's split."""
-    spec = OmegaConf.to_container(validate_config(cfg_trace, TraceConf), resolve=True)
+    spec = OmegaConf.to_container(validate_config(cfg_trace, TraceConf, "trace"), resolve=True)
     assert isinstance(spec, dict)
     if split is not None:
         spec["split"] = split
@@ -191,14 +219,24 @@ def load_deployment_series(cfg: DictConfig, cluster: ClusterSpec, split: str | N
     """
     from envs.traces.loader import load_trace
 
-    workload = validate_config(cfg.workload, WorkloadConf)
+    workload = validate_config(cfg.workload, WorkloadConf, "workload")
     result = []
     for deployment, conf in zip(cluster.deployments, workload.deployments):
         names = list(conf.traces)
         specs = [load_group_file("trace", n) for n in names] if names else [cfg.trace]
+        labels = names or ["trace"]
         series = []
-        for spec in specs:
-            loaded = load_trace(trace_spec(spec, split))
+        for label, spec in zip(labels, specs):
+            try:
+                loaded = load_trace(trace_spec(spec, split))
+            except (ValueError, OSError) as error:
+                # TraceSpecError, TraceFormatError and a missing file all become
+                # ConfigError, which the scripts report without a traceback.
+                if isinstance(error, ConfigError):
+                    raise
+                raise ConfigError(
+                    f"Deployment {deployment.name!r}: trace config {label!r} could not be loaded. {error}"
+                ) from error
             series.append(loaded.rate_scale(deployment.rate_scale) if deployment.rate_scale != 1.0 else loaded)
         result.append(series)
     return result

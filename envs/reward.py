@@ -30,8 +30,8 @@ from envs.sim.state import SimState
 @dataclass(frozen=True)
 class RewardWeights:
     cost_weight: float = 1.0
-    slo_weight: float = 50.0
-    drop_weight: float = 50.0
+    slo_weight: float = 30.0
+    drop_weight: float = 30.0
     churn_weight: float = 0.05
     allocation_change_weight: float = 0.1
 

@@ -102,6 +102,47 @@ class BatchedVecEnv(VecEnv):
             self._episode_length[dones] = 0
         return obs, rewards.astype(np.float32), dones, infos
 
+    # Resume ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray | int]:
+        """Return copies of the simulator state, the rate history and the running episode returns and lengths.
+
+        The signal batch is left out because ``sim.signals()`` recomputes it
+        from the simulator state. Keys of the simulator start with ``sim.``.
+        """
+        if self._history is None:
+            raise ValueError("the VecEnv has no state before reset(). Call reset() or load_state_dict() first.")
+        state: dict[str, np.ndarray | int] = {f"sim.{key}": value for key, value in self.sim.state_dict().items()}
+        state["history"] = self._history.copy()
+        state["episode_return"] = self._episode_return.copy()
+        state["episode_length"] = self._episode_length.copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray | int]) -> None:
+        """Restore a ``state_dict`` in place of a reset; raise ValueError naming a part that does not fit."""
+        prefix = "sim."
+        self.sim.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+        self._batch = self.sim.signals()
+        expected = {
+            "history": new_history(self._batch),
+            "episode_return": self._episode_return,
+            "episode_length": self._episode_length,
+        }
+        for key, target in expected.items():
+            value = np.asarray(state[key]) if key in state else None
+            if value is None or value.shape != target.shape or value.dtype != target.dtype:
+                found = "missing" if value is None else f"{value.dtype}{list(value.shape)}"
+                raise ValueError(
+                    f"VecEnv state {key!r} is {found}, but this VecEnv needs {target.dtype}{list(target.shape)}. "
+                    "Restore it into a VecEnv built from the same config."
+                )
+        self._history = np.array(state["history"], copy=True)
+        self._episode_return[:] = state["episode_return"]
+        self._episode_length[:] = state["episode_length"]
+        # Seeds set by VecEnv.seed() apply to the next reset(); the restored
+        # state already follows the seeded reset, so they must not apply again.
+        self._reset_seeds()
+
     def action_masks(self) -> np.ndarray:
         assert self._batch is not None, "call reset() first"
         return action_masks(self.ctx, self._batch)

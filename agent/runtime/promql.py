@@ -148,7 +148,11 @@ class FamilyResult:
 def parse_sample_value(raw: Any) -> float | None:
     """Return a sample value as float (NaN and infinities included), or None when it is not a number."""
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:
+            # An integer beyond the float range is no sample Prometheus writes.
+            return None
     if not isinstance(raw, str):
         return None
     text = raw.strip()
@@ -173,6 +177,9 @@ def parse_vector(result: Any) -> FamilyResult:
             parsed.error = f"series without a [time, value] pair: {str(entry)[:200]}"
             return parsed
         labels = entry.get("metric") or {}
+        if not isinstance(labels, dict):
+            parsed.unlabelled += 1
+            continue
         namespace, deployment = labels.get("namespace"), labels.get("deployment")
         if not namespace or not deployment:
             parsed.unlabelled += 1

@@ -132,12 +132,16 @@ class Catalog:
             if option.name == name:
                 return index
         raise CatalogError(
-            f"unknown allocation option {name!r}; the catalog has {list(self.option_names)}"
+            f"unknown allocation option {name!r}; the catalog has {list(self.option_names)}. "
+            "Use one of those names or add the option to the catalog."
         )
 
     def model(self, name: str) -> WorkloadModel:
         if name not in self.models:
-            raise CatalogError(f"unknown model {name!r}; the catalog has {sorted(self.models)}")
+            raise CatalogError(
+                f"unknown model {name!r}; the catalog has {sorted(self.models)}. "
+                "Use one of those names or add the model with its profiles to the catalog."
+            )
         return self.models[name]
 
 

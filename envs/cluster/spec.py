@@ -125,7 +125,9 @@ def quota_usage_keys(option: AllocationOption) -> dict[str, float]:
 def _validate_pool(pool: NodePool, catalog: Catalog) -> None:
     where = f"cluster.node_pools.{pool.name}"
     if pool.gpu not in catalog.gpus:
-        raise CatalogError(f"{where}.gpu: unknown GPU {pool.gpu!r}; known: {sorted(catalog.gpus)}")
+        raise CatalogError(
+            f"{where}.gpu: unknown GPU {pool.gpu!r}; use one of the catalog's GPUs {sorted(catalog.gpus)}"
+        )
     if pool.nodes < 0 or pool.gpus_per_node < 1:
         raise CatalogError(f"{where}: nodes must be >= 0 and gpus_per_node >= 1")
     if pool.mig_layout:
@@ -200,9 +202,11 @@ def parse_cluster(raw: Mapping[str, Any], catalog: Catalog, deployments_raw: Any
             )
         index = catalog.option_index(deployment.initial_option)
         if not feasible[index]:
+            usable = [option.name for option, ok in zip(catalog.options, feasible) if ok]
             raise CatalogError(
                 f"workload.deployments.{deployment.name}.initial_option: {deployment.initial_option!r} "
-                "does not fit the model or no node pool provides it"
+                f"does not fit the model or no node pool provides it; use one of {usable} or add a node pool "
+                "that offers it"
             )
     return cluster
 
@@ -218,7 +222,9 @@ def _parse_deployment(spec: dict[str, Any], catalog: Catalog) -> DeploymentSpec:
     max_r = int(spec.get("max_replicas", 16))
     if min_r < 0:
         raise CatalogError(f"{where}.min_replicas: must be >= 0, got {min_r}")
-    if max_r < max(min_r, 1):
+    if max_r < 1:
+        raise CatalogError(f"{where}.max_replicas: must be at least 1, got {max_r}")
+    if max_r < min_r:
         raise CatalogError(
             f"{where}: min_replicas ({min_r}) is above max_replicas ({max_r}); set max_replicas >= min_replicas"
         )
@@ -231,6 +237,12 @@ def _parse_deployment(spec: dict[str, Any], catalog: Catalog) -> DeploymentSpec:
     for option in allowed:
         catalog.option_index(option)
     initial_replicas = int(spec.get("initial_replicas", min_r or 1))
+    rate_scale = float(spec.get("rate_scale", 1.0))
+    if not math.isfinite(rate_scale) or rate_scale <= 0:
+        raise CatalogError(f"{where}.rate_scale: must be a finite number above 0, got {rate_scale}")
+    queue_timeout = float(spec.get("queue_timeout_s", 60.0))
+    if not math.isfinite(queue_timeout) or queue_timeout <= 0:
+        raise CatalogError(f"{where}.queue_timeout_s: must be a positive number of seconds, got {queue_timeout}")
     return DeploymentSpec(
         name=name,
         model=model,
@@ -241,7 +253,7 @@ def _parse_deployment(spec: dict[str, Any], catalog: Catalog) -> DeploymentSpec:
         initial_replicas=min(max(initial_replicas, min_r), max_r),
         allowed_options=allowed,
         trace=str(spec.get("trace", "")),
-        rate_scale=float(spec.get("rate_scale", 1.0)),
-        queue_timeout_s=float(spec.get("queue_timeout_s", 60.0)),
+        rate_scale=rate_scale,
+        queue_timeout_s=queue_timeout,
         namespace=str(spec.get("namespace", "default")),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,10 @@ from envs.sim.observe import signal_batch
 from envs.sim.params import Randomization, SimParams, build_params
 from envs.sim.state import SimState, zeros_state
 from envs.traces.records import ArrivalSeries
+
+# Randomisation writes these SimParams arrays at every episode reset, so they
+# are state, unlike the rest of SimParams, which the config rebuilds.
+RANDOMIZED_PARAMS = ("startup_ticks", "slot_capacity")
 
 
 class BatchedSimulator:
@@ -89,3 +94,40 @@ class BatchedSimulator:
 
     def done(self) -> np.ndarray:
         return episode_done(self.state, self.params)
+
+    def state_dict(self) -> dict[str, np.ndarray | int]:
+        """Return copies of everything a continuation depends on: SimState, the randomised params and the seed.
+
+        ``last_info`` is left out because nothing reads it before the next step overwrites it.
+        """
+        state: dict[str, np.ndarray | int] = {
+            f"state.{item.name}": getattr(self.state, item.name).copy() for item in fields(SimState)
+        }
+        for name in RANDOMIZED_PARAMS:
+            state[f"params.{name}"] = getattr(self.params, name).copy()
+        state["seed"] = self.seed
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray | int]) -> None:
+        """Restore a ``state_dict``; raise ValueError naming a missing key or a shape or dtype that differs."""
+        for item in fields(SimState):
+            _copy_into(getattr(self.state, item.name), state, f"state.{item.name}")
+        for name in RANDOMIZED_PARAMS:
+            _copy_into(getattr(self.params, name), state, f"params.{name}")
+        if "seed" not in state:
+            raise ValueError("simulator state has no 'seed'. Save it with BatchedSimulator.state_dict().")
+        self.seed = int(state["seed"])
+        self.last_info = None
+
+
+def _copy_into(target: np.ndarray, state: dict[str, np.ndarray | int], key: str) -> None:
+    """Copy ``state[key]`` into ``target`` in place after checking that its shape and dtype match."""
+    if key not in state:
+        raise ValueError(f"simulator state has no {key!r}. Save it with BatchedSimulator.state_dict().")
+    value = np.asarray(state[key])
+    if value.shape != target.shape or value.dtype != target.dtype:
+        raise ValueError(
+            f"simulator state {key!r} is {value.dtype}{list(value.shape)}, but this simulator has "
+            f"{target.dtype}{list(target.shape)}. Restore it into a simulator built from the same config."
+        )
+    target[...] = value

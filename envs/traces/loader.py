@@ -180,10 +180,15 @@ def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
     trace = _read_rate_trace(spec, path) if kind in RATE_KINDS else REQUEST_READERS[kind](path)
     if time_factor != 1.0:
         trace = time_scale(trace, time_factor)
-    if isinstance(trace, RateTrace):
-        series = rate_to_series(trace, tick_s, seed)
-    else:
-        series = to_series(trace, tick_s)
+    try:
+        if isinstance(trace, RateTrace):
+            series = rate_to_series(trace, tick_s, seed)
+        else:
+            series = to_series(trace, tick_s)
+    except ValueError as error:
+        raise TraceSpecError(
+            f"{path} cannot be binned with tick_s={tick_s:g} and time_scale={time_factor:g}: {error}"
+        ) from None
 
     if window_start is not None or window_end is not None:
         start = series.start_s if window_start is None else window_start / time_factor
@@ -197,11 +202,18 @@ def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
                 f"Before time scaling the trace covers {covered}."
             ) from None
 
-    if split != "all":
-        train, held_out = series.split(train_fraction)
-        series = train if split == "train" else held_out
-    if rate_factor != 1.0:
-        series = series.rate_scale(rate_factor)
+    try:
+        if split != "all":
+            train, held_out = series.split(train_fraction)
+            series = train if split == "train" else held_out
+        if rate_factor != 1.0:
+            series = series.rate_scale(rate_factor)
+    except ValueError as error:
+        # For example a split of a one-tick series, or a rate_scale that makes the counts overflow.
+        raise TraceSpecError(
+            f"split={split!r}, train_fraction={train_fraction:g} and rate_scale={rate_factor:g} are invalid "
+            f"for {path}: {error}"
+        ) from None
     if spec.get("name"):
         series = replace(series, name=str(spec["name"]))
     return series

@@ -19,7 +19,17 @@ from typing import Sequence, TypeVar
 import numpy as np
 
 from envs.traces.errors import TraceFormatError
-from envs.traces.parsing import check_order, csv_rows, parse_count, parse_nonnegative, parse_timestamp_us
+from envs.traces.parsing import (
+    CSV_SYNTAX_COLUMN,
+    MAX_TRACE_SPAN_S,
+    check_order,
+    check_span,
+    csv_rows,
+    parse_count,
+    parse_nonnegative,
+    parse_timestamp_us,
+    undecodable_file_error,
+)
 from envs.traces.records import ArrivalSeries, RateTrace, RequestTrace
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -31,6 +41,13 @@ MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 # copied. Pass measured means to read_servegen when they are known.
 SERVEGEN_MEAN_INPUT_TOKENS = 1000.0
 SERVEGEN_MEAN_OUTPUT_TOKENS = 250.0
+
+# A mean rate above this is a corrupt cell rather than a service's traffic,
+# and its per-tick counts would overflow float64 sums.
+MAX_RATE_PER_S = 1e9
+# Maximum length of a series that to_series and rate_to_series build: 10
+# million ticks are 240 MB of arrays and about 4.8 years at 15 s ticks.
+MAX_SERIES_TICKS = 10_000_000
 
 _SERVEGEN_FILE = re.compile(r"chunk-(\d+)-trace\.csv")
 _SERVEGEN_START_COLUMN = "column 1 (window start, s)"
@@ -51,7 +68,9 @@ def _read_request_csv(path: Path, columns: Sequence[str], empty: int | None) -> 
         text = cells[index[time_column]].strip()
         stamp_us = parse_timestamp_us(path, row, time_column, text)
         check_order(path, row, time_column, stamp_us, timestamps_us[-1] if timestamps_us else None)
-        if not timestamps_us:
+        if timestamps_us:
+            check_span(path, row, time_column, (stamp_us - timestamps_us[0]) / 1e6)
+        else:
             first_timestamp = text
         timestamps_us.append(stamp_us)
         inputs.append(parse_count(path, row, input_column, cells[index[input_column]], empty))
@@ -107,40 +126,24 @@ def read_mooncake(path: str | PathLike[str]) -> RequestTrace:
     outputs: list[int] = []
 
     with path.open(encoding="utf-8") as handle:
-        for row, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as error:
-                raise TraceFormatError(
-                    path, row, f"character {error.pos + 1}", f"the line is not valid JSON ({error.msg}).",
-                    "Write one JSON object per line.",
-                ) from None
-            if not isinstance(record, dict):
-                raise TraceFormatError(
-                    path, row, MOONCAKE_FIELDS[0], f"the line is a JSON {type(record).__name__}, not an object.",
-                    "Write one JSON object per line.",
-                )
-            values = []
-            for field in MOONCAKE_FIELDS:
-                if field not in record:
+        try:
+            for row, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                stamp, input_length, output_length = _read_mooncake_line(path, row, line)
+                if timestamps_ms and stamp < timestamps_ms[-1]:
                     raise TraceFormatError(
-                        path, row, field, f"the field is missing. The fields found are {sorted(record)}.",
-                        f"Give every line the fields {', '.join(MOONCAKE_FIELDS)}.",
+                        path, row, "timestamp",
+                        f"the time goes back by {timestamps_ms[-1] - stamp:g} ms relative to the line before.",
+                        "Sort the lines by timestamp before reading the file.",
                     )
-                values.append(record[field])
-
-            stamp = parse_nonnegative(path, row, "timestamp", values[0])
-            if timestamps_ms and stamp < timestamps_ms[-1]:
-                raise TraceFormatError(
-                    path, row, "timestamp",
-                    f"the time goes back by {timestamps_ms[-1] - stamp:g} ms relative to the line before.",
-                    "Sort the lines by timestamp before reading the file.",
-                )
-            timestamps_ms.append(stamp)
-            inputs.append(parse_count(path, row, "input_length", values[1]))
-            outputs.append(parse_count(path, row, "output_length", values[2]))
+                if timestamps_ms:
+                    check_span(path, row, "timestamp", (stamp - timestamps_ms[0]) / 1000.0)
+                timestamps_ms.append(stamp)
+                inputs.append(input_length)
+                outputs.append(output_length)
+        except UnicodeDecodeError as error:
+            raise undecodable_file_error(path, error) from None
 
     if not timestamps_ms:
         raise TraceFormatError(
@@ -153,6 +156,49 @@ def read_mooncake(path: str | PathLike[str]) -> RequestTrace:
         arrival_s=(stamps - stamps[0]) / 1000.0,
         input_tokens=np.asarray(inputs, dtype=np.int64),
         output_tokens=np.asarray(outputs, dtype=np.int64),
+    )
+
+
+def _read_mooncake_line(path: Path, row: int, line: str) -> tuple[float, int, int]:
+    """Return the timestamp in ms, the input tokens and the output tokens of one Mooncake line."""
+    try:
+        record = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as error:
+        raise TraceFormatError(
+            path, row, f"character {error.pos + 1}", f"the line is not valid JSON ({error.msg}).",
+            "Write one JSON object per line.",
+        ) from None
+    except ValueError:
+        # Besides JSONDecodeError, json.loads raises ValueError only for an
+        # integer of more than sys.get_int_max_str_digits() (default 4300) digits.
+        raise TraceFormatError(
+            path, row, MOONCAKE_FIELDS[0], "the line has an integer too long to parse.",
+            "Write numbers with fewer digits.",
+        ) from None
+    except RecursionError:
+        raise TraceFormatError(
+            path, row, MOONCAKE_FIELDS[0], "the line nests JSON arrays or objects too deeply to parse.",
+            "Write one flat JSON object per line.",
+        ) from None
+    if not isinstance(record, dict):
+        raise TraceFormatError(
+            path, row, MOONCAKE_FIELDS[0], f"the line is a JSON {type(record).__name__}, not an object.",
+            "Write one JSON object per line.",
+        )
+    values = []
+    for field in MOONCAKE_FIELDS:
+        if field not in record:
+            raise TraceFormatError(
+                path, row, field, f"the field is missing. The fields found are {sorted(record)[:10]}.",
+                f"Give every line the fields {', '.join(MOONCAKE_FIELDS)}.",
+            )
+        values.append(record[field])
+
+    stamp = parse_nonnegative(path, row, "timestamp", values[0])
+    return (
+        stamp,
+        parse_count(path, row, "input_length", values[1]),
+        parse_count(path, row, "output_length", values[2]),
     )
 
 
@@ -178,18 +224,26 @@ def _read_servegen_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     rate_cells: list[str] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        for cells in reader:
-            if len(cells) < 2:
-                if not "".join(cells).strip():
-                    continue
-                raise TraceFormatError(
-                    path, reader.line_num, _SERVEGEN_RATE_COLUMN,
-                    f"the row has {len(cells)} cell(s), so the column is missing.",
-                    "Give every row at least the window start and the mean rate.",
-                )
-            rows.append(reader.line_num)
-            start_cells.append(cells[0])
-            rate_cells.append(cells[1])
+        try:
+            for cells in reader:
+                if len(cells) < 2:
+                    if not "".join(cells).strip():
+                        continue
+                    raise TraceFormatError(
+                        path, reader.line_num, _SERVEGEN_RATE_COLUMN,
+                        f"the row has {len(cells)} cell(s), so the column is missing.",
+                        "Give every row at least the window start and the mean rate.",
+                    )
+                rows.append(reader.line_num)
+                start_cells.append(cells[0])
+                rate_cells.append(cells[1])
+        except UnicodeDecodeError as error:
+            raise undecodable_file_error(path, error) from None
+        except csv.Error as error:
+            raise TraceFormatError(
+                path, reader.line_num, CSV_SYNTAX_COLUMN, f"the row is not valid CSV ({error}).",
+                "Check the quoting of this row.",
+            ) from None
 
     if len(rows) < 2:
         raise TraceFormatError(
@@ -214,6 +268,20 @@ def _read_servegen_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         rates = np.asarray([
             parse_nonnegative(path, row, _SERVEGEN_RATE_COLUMN, cell) for row, cell in zip(rows, rate_cells)
         ])
+
+    too_fast = np.flatnonzero(rates > MAX_RATE_PER_S)
+    if too_fast.size:
+        index = int(too_fast[0])
+        raise TraceFormatError(
+            path, rows[index], _SERVEGEN_RATE_COLUMN,
+            f"the rate {rates[index]:g} requests/s is above {MAX_RATE_PER_S:g}, the most a trace may have.",
+            "Check the cell: a rate this high is a unit or parsing mistake.",
+        )
+    offsets = starts - starts[0]
+    too_late = np.flatnonzero(offsets > MAX_TRACE_SPAN_S)
+    if too_late.size:
+        index = int(too_late[0])
+        check_span(path, rows[index], _SERVEGEN_START_COLUMN, float(offsets[index]))
     return np.asarray(rows), starts, rates
 
 
@@ -290,6 +358,7 @@ def to_series(trace: RequestTrace, tick_s: float = 15.0) -> ArrivalSeries:
     """
     if not (math.isfinite(tick_s) and tick_s > 0):
         raise ValueError(f"tick_s is {tick_s}. It must be a finite number of seconds > 0.")
+    _check_series_length(trace.name, trace.duration_s, tick_s)
     ticks = np.floor(trace.arrival_s / tick_s).astype(np.int64)
     n_ticks = int(ticks[-1]) + 1
     return ArrivalSeries(
@@ -300,6 +369,16 @@ def to_series(trace: RequestTrace, tick_s: float = 15.0) -> ArrivalSeries:
         output_tokens=np.bincount(ticks, weights=trace.output_tokens.astype(np.float64), minlength=n_ticks),
         source=trace.source,
     )
+
+
+def _check_series_length(name: str, duration_s: float, tick_s: float) -> None:
+    """Raise ValueError when binning ``duration_s`` seconds into ``tick_s`` ticks exceeds ``MAX_SERIES_TICKS``."""
+    ticks = duration_s / tick_s
+    if ticks >= MAX_SERIES_TICKS:
+        raise ValueError(
+            f"trace {name!r} spans {duration_s:g} s, which is {ticks:.3g} ticks of {tick_s:g} s, but a series "
+            f"may have at most {MAX_SERIES_TICKS:,} ticks. Use a larger tick_s or a shorter trace."
+        )
 
 
 def rate_to_series(trace: RateTrace, tick_s: float = 15.0, seed: int | None = None) -> ArrivalSeries:
@@ -313,6 +392,7 @@ def rate_to_series(trace: RateTrace, tick_s: float = 15.0, seed: int | None = No
     """
     if not (math.isfinite(tick_s) and tick_s > 0):
         raise ValueError(f"tick_s is {tick_s}. It must be a finite number of seconds > 0.")
+    _check_series_length(trace.name, trace.duration_s, tick_s)
     window_edges = np.arange(len(trace) + 1) * trace.window_s
     cumulative = np.concatenate([[0.0], np.cumsum(trace.rate_per_s * trace.window_s)])
 
