@@ -73,7 +73,25 @@ def render_markdown(records: list[Mapping]) -> str:
                 cells.append(fmt.format(mean) + (f" ± {fmt.format(half)}" if len(rows) > 1 else ""))
             lines.append(f"| {controller} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines.extend(_option_hours_table(trace, groups))
     return "\n".join(lines)
+
+
+def _option_hours_table(trace: str, groups: Mapping[tuple[str, str], list[Mapping]]) -> list[str]:
+    """Return the lines of a table of mean GPU-hours per allocation option and controller."""
+    options = sorted({o for (t, _), rows in groups.items() if t == trace
+                      for r in rows for o in r.get("gpu_hours_by_option", {})})
+    if not options:
+        return []
+    lines = ["GPU-hours by allocation option (mean over seeds):", "",
+             "| controller | " + " | ".join(options) + " |", "|---" * (len(options) + 1) + "|"]
+    for (t, controller), rows in sorted(groups.items()):
+        if t != trace:
+            continue
+        cells = [f"{np.mean([float(r.get('gpu_hours_by_option', {}).get(o, 0.0)) for r in rows]):.3f}" for o in options]
+        lines.append(f"| {controller} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def render_plots(traces: Mapping[tuple[str, int], Mapping[str, object]], run_dir: Path, cluster: object) -> list[Path]:

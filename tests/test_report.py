@@ -1,0 +1,32 @@
+"""The Markdown report: confidence intervals and GPU-hours per option, by hand."""
+
+import math
+
+from agent.report import mean_ci, render_markdown
+
+
+def record(controller, seed, gpu_hours, by_option):
+    return {"trace": "t", "controller": controller, "seed": seed, "gpu_hours": gpu_hours, "cost_usd": 1.0,
+            "slo_attainment": 0.9, "ttft_p95_s": 1.0, "dropped_requests": 0, "scale_events": 1,
+            "allocation_changes": 0, "gpu_hours_by_option": by_option}
+
+
+def test_mean_ci_uses_student_t():
+    # Values 1, 2, 3: mean 2, sample sd 1, t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3).
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert math.isclose(half, 4.303 / math.sqrt(3.0))
+
+
+def test_report_lists_gpu_hours_per_option():
+    records = [
+        record("policy", 0, 1.0, {"h100-1": 1.0}),
+        record("policy", 1, 3.0, {"h100-1": 2.0, "l40s-1": 1.0}),
+        record("hpa", 0, 2.0, {"l40s-1": 2.0}),
+    ]
+    text = render_markdown(records)
+    assert "| controller | h100-1 | l40s-1 |" in text
+    # Means over seeds; an option a seed did not use counts as 0.
+    assert "| policy | 1.500 | 0.500 |" in text
+    assert "| hpa | 0.000 | 2.000 |" in text
+    assert "| policy | 2.000 ± " in text
