@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.cluster.spec import ClusterSpec
+from envs.cluster.spec import ClusterSpec, profile_tables
 from envs.serving.capacity import DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, replica_capacity_rps
 from envs.signals import SignalBatch
 
@@ -74,27 +74,9 @@ class EncoderContext:
         """Build the context of the cluster's Deployments, one row each, in spec order."""
         catalog = cluster.catalog
         options = catalog.options
-        n, o = len(cluster.deployments), len(options)
-        arrays = {k: np.zeros((n, o)) for k in ("prefill_tps", "decode_tps", "max_concurrency", "itl_s")}
-        fits = np.zeros((n, o), dtype=bool)
-        startup = np.full((n, o), 60.0)
-        for row, deployment in enumerate(cluster.deployments):
-            model = catalog.model(deployment.model)
-            feasible = cluster.feasible_options(deployment)
-            for col, option in enumerate(options):
-                profile = model.profile(option.name)
-                if not (profile.fits and feasible[col]):
-                    continue
-                fits[row, col] = True
-                arrays["prefill_tps"][row, col] = profile.prefill_tokens_per_s
-                arrays["decode_tps"][row, col] = profile.decode_tokens_per_s
-                arrays["max_concurrency"][row, col] = profile.max_concurrency
-                arrays["itl_s"][row, col] = profile.itl_s
-                startup[row, col] = profile.startup_s
+        tables = profile_tables(cluster)
         kinds = catalog.slot_kinds
         return cls(
-            fits=fits,
-            startup_s=startup,
             price_per_hour=np.array([opt.price_per_hour for opt in options]),
             option_kind=np.array([kinds.index(opt.slot_kind) for opt in options]),
             option_devices=np.array([opt.devices for opt in options], dtype=np.float64),
@@ -102,7 +84,7 @@ class EncoderContext:
             max_replicas=np.array([d.max_replicas for d in cluster.deployments], dtype=np.float64),
             slo_ttft_s=np.array([d.slo_ttft_p95_s for d in cluster.deployments]),
             tick_s=cluster.tick_s,
-            **arrays,
+            **tables,
         )
 
     def tile(self, n_envs: int) -> "EncoderContext":

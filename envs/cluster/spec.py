@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from envs.cluster.catalog import AllocationOption, Catalog, CatalogError
 
 # Compute slices (of 7), memory slices (of 8) and the maximum instances per GPU
@@ -107,6 +109,37 @@ class ClusterSpec:
                 ok = False
             result.append(ok)
         return result
+
+
+PROFILE_FIELDS = ("prefill_tps", "decode_tps", "max_concurrency", "itl_s", "fits", "startup_s")
+
+
+def profile_tables(cluster: ClusterSpec) -> dict[str, np.ndarray]:
+    """Return the (Deployments, options) profile arrays of ``cluster``, keyed by PROFILE_FIELDS.
+
+    An option that does not fit the model or that no node pool offers gets
+    zero throughput, ``fits`` False and the default 60 s startup. The simulator
+    and the observation encoder both read these tables, so they agree.
+    """
+    catalog = cluster.catalog
+    shape = (len(cluster.deployments), len(catalog.options))
+    tables = {name: np.zeros(shape) for name in ("prefill_tps", "decode_tps", "max_concurrency", "itl_s")}
+    tables["fits"] = np.zeros(shape, dtype=bool)
+    tables["startup_s"] = np.full(shape, 60.0)
+    for row, deployment in enumerate(cluster.deployments):
+        model = catalog.model(deployment.model)
+        feasible = cluster.feasible_options(deployment)
+        for col, option in enumerate(catalog.options):
+            profile = model.profile(option.name)
+            if not (profile.fits and feasible[col]):
+                continue
+            tables["fits"][row, col] = True
+            tables["prefill_tps"][row, col] = profile.prefill_tokens_per_s
+            tables["decode_tps"][row, col] = profile.decode_tokens_per_s
+            tables["max_concurrency"][row, col] = profile.max_concurrency
+            tables["itl_s"][row, col] = profile.itl_s
+            tables["startup_s"][row, col] = profile.startup_s
+    return tables
 
 
 def quota_usage_keys(option: AllocationOption) -> dict[str, float]:

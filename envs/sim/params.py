@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.cluster.spec import ClusterSpec, quota_usage_keys
+from envs.cluster.spec import ClusterSpec, profile_tables, quota_usage_keys
 from envs.sim.counter_rng import uniform
 from envs.traces.records import ArrivalSeries
 
@@ -147,26 +147,9 @@ def build_params(
         for q, key in enumerate(quota_keys):
             option_quota[o, q] = usage.get(key, 0.0)
 
-    shape = (len(deployments), n_opt)
-    prefill = np.zeros(shape)
-    decode = np.zeros(shape)
-    concurrency = np.zeros(shape)
-    itl = np.zeros(shape)
-    fits = np.zeros(shape, dtype=bool)
-    startup = np.full(shape, 60.0)
-    for d, deployment in enumerate(deployments):
-        model = catalog.model(deployment.model)
-        feasible = cluster.feasible_options(deployment)
-        for o, option in enumerate(options):
-            profile = model.profile(option.name)
-            if not (profile.fits and feasible[o]):
-                continue
-            fits[d, o] = True
-            prefill[d, o] = profile.prefill_tokens_per_s
-            decode[d, o] = profile.decode_tokens_per_s
-            concurrency[d, o] = profile.max_concurrency
-            itl[d, o] = profile.itl_s
-            startup[d, o] = profile.startup_s
+    tables = profile_tables(cluster)
+    prefill, decode, concurrency = tables["prefill_tps"], tables["decode_tps"], tables["max_concurrency"]
+    itl, fits, startup = tables["itl_s"], tables["fits"], tables["startup_s"]
 
     capacity = cluster.slot_capacity()
     base_capacity = np.array([capacity.get(kind, 0) for kind in kinds], dtype=np.float64)
