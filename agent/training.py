@@ -308,7 +308,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     venv = make_vec_env(cfg)
-    # Rewards are sums of cost and SLO terms of order 1 to 100 per tick; scaling
+    # Rewards are sums of cost and SLO terms of order 1 to 100 per tick. Scaling
     # them by a running estimate of the return's spread keeps PPO's value loss
     # and advantages well conditioned. Observations are already scale-free.
     env = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=float(algo.gamma))
@@ -385,7 +385,7 @@ def _bias_towards_keeping(model: MaskablePPO, *, keep_option: float, hold: float
 
     The untrained policy then mostly leaves a Deployment as it is instead of
     starting rollouts and resizes at every tick, so exploration starts from a
-    sensible controller; training moves both logits wherever the reward leads.
+    sensible controller. Training moves both logits wherever the reward leads.
     """
     with torch.no_grad():
         model.policy.action_net.bias[N_LEVELS + KEEP_OPTION] += keep_option

@@ -1,7 +1,7 @@
 """The per-Deployment action and its decoding into a decision.
 
 An action is a pair (level, option). ``option`` 0 keeps the current
-allocation option and ``option`` k >= 1 asks for catalog option k - 1, so
+allocation option and ``option`` k >= 1 requests catalog option k - 1, so
 "change nothing" is one fixed action whatever the Deployment runs, which
 keeps exploration from starting a rollout at every tick. ``level`` 0 holds
 the replica count; any other level sets a target
@@ -44,7 +44,7 @@ DRAIN_S = 30.0
 
 @dataclass(frozen=True)
 class Decision:
-    """What a controller wants for one Deployment at one tick."""
+    """A controller's target for one Deployment at one tick."""
 
     name: str
     target_replicas: int

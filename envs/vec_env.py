@@ -72,7 +72,9 @@ class BatchedVecEnv(VecEnv):
         self._actions = np.asarray(actions)
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-        assert self._batch is not None and self._history is not None and self._actions is not None
+        assert self._batch is not None, "call reset() first"
+        assert self._history is not None, "call reset() first"
+        assert self._actions is not None, "call step_async() first"
         replicas, option = decode_actions(self._actions, self.ctx, self._batch, self._history)
         info = self.sim.step(replicas, option)
         rewards = compute_reward(self.weights, self.sim.params, self.sim.state, info).reshape(-1)

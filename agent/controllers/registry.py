@@ -14,7 +14,7 @@ from envs.traces.records import ArrivalSeries
 
 @dataclass
 class ControllerContext:
-    """What a controller factory may use. Only offline baselines (the oracle) read
+    """Inputs a controller factory may use. Only offline baselines (the oracle) read
     ``eval_series``; tuned baselines fit on ``train_series``."""
 
     cfg: DictConfig

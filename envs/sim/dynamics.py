@@ -12,7 +12,7 @@ tick follows what a Kubernetes cluster does after a controller writes:
    Deployment order, within the ResourceQuota (what does not fit stays Pending);
 4. cold starts count down and finished pods become Ready, which retires as
    many pods of the old option;
-5. the serving model answers the tick's arrivals with the Ready capacity.
+5. the serving model serves the tick's arrivals with the Ready capacity.
 """
 
 from __future__ import annotations
