@@ -5,16 +5,15 @@
     python scripts/run_agent.py runtime.kubernetes.auth=none \\
         runtime.kubernetes.server=http://127.0.0.1:8080 runtime.prometheus.url=http://127.0.0.1:9090
 
-SIGTERM or SIGINT finishes the current tick, releases the leader Lease and exits 0.
-Exits 2 on an invalid configuration or an unsupported cluster.
+SIGTERM or SIGINT lets the write in progress finish, starts no other write,
+releases the leader Lease and exits 0. Exits 2 on an invalid configuration or
+an unsupported cluster.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import hydra
@@ -23,7 +22,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.checkpoint import CheckpointError  # noqa: E402
-from agent.runtime.app import build_agent  # noqa: E402
+from agent.runtime.app import build_agent, run_until_signalled  # noqa: E402
 from agent.runtime.capacity import UnsupportedDraError  # noqa: E402
 from agent.runtime.kube_client import KubeError  # noqa: E402
 from envs.config import ConfigError  # noqa: E402
@@ -38,15 +37,7 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, CheckpointError, UnsupportedDraError, KubeError, ValueError) as error:
         log.error("cannot start: %s", error)
         raise SystemExit(2) from error
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s; stopping after the current tick", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    agent.run(stop)
+    run_until_signalled(agent)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from agent.runtime.kube_client import (PERMISSIONS, ConflictError, KubeClient, K
 from agent.runtime.leader import LeaderElector
 from agent.runtime.settings import DiscoverySettings, KubernetesSettings, LeaderSettings
 from agent.runtime.writer import ManualEditDetected, Writer, merge_patch_diff
+from envs.cluster import allocation
 from envs.config import build_cluster
-from envs.virtual_cluster import GpuNaming, VirtualCluster, VirtualClusterSettings, allocation
+from envs.virtual_cluster import GpuNaming, VirtualCluster, VirtualClusterSettings
 from envs.virtual_cluster.rehearsal import DEPLOYMENT, NAMESPACE, ramp_series, rehearsal_config
 
 ROOT = Path(__file__).resolve().parent.parent

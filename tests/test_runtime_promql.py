@@ -173,3 +173,76 @@ def test_negative_value_clipped():
     signals, health = build(healthy_families(waiting_requests=-2.0))
     assert signals.waiting_requests == 0.0
     assert ("waiting_requests", "negative value") in health.substitutions
+
+
+def test_vector_nan_after_number_keeps_number():
+    parsed = parse_vector([series("3"), series("NaN", instance="b")])
+    assert parsed.values[KEY] == 3.0
+    assert parsed.duplicates == 1
+
+
+def test_vector_inf_duplicate_wins():
+    parsed = parse_vector([series("0.4"), series("+Inf", instance="b")])
+    assert parsed.values[KEY] == math.inf
+
+
+def test_vector_duplicate_sample_times_take_newest():
+    parsed = parse_vector([series(str(NOW - 500)), series(str(NOW - 3), instance="b")])
+    _, health = build(healthy_families(sample_time=parsed.values[KEY]))
+    assert health.ok
+    assert health.age_s == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("family, value", [("request_rate", math.inf), ("waiting_requests", -math.inf),
+                                           ("ttft_p95_s", -math.inf)])
+def test_infinite_critical_value_is_unhealthy(family, value):
+    signals, health = build(healthy_families(**{family: value}))
+    assert not health.ok
+    assert health.reason == f"missing or NaN: {family}"
+    assert math.isnan(getattr(signals, family))
+
+
+def test_nan_secondary_value_is_zero():
+    signals, health = build(healthy_families(kv_cache_usage=math.nan))
+    assert health.ok
+    assert signals.kv_cache_usage == 0.0
+    assert ("kv_cache_usage", "secondary signal missing") in health.substitutions
+    assert math.isnan(health.raw["kv_cache_usage"])
+
+
+def test_all_results_empty_with_ready_pods_is_unhealthy():
+    families = {name: FamilyResult(evaluated_at=NOW) for name in FAMILIES}
+    signals, health = build(families)
+    assert not health.ok
+    assert health.reason == f"missing or NaN: {', '.join(CRITICAL)}"
+    assert signals.gpu_utilization == 0.0
+
+
+def test_empty_sample_time_with_ready_pods_is_unhealthy():
+    families = healthy_families()
+    families["sample_time"] = FamilyResult(evaluated_at=NOW)
+    _, health = build(families)
+    assert not health.ok
+    assert health.reason == "no sample time for the Deployment's vLLM pods"
+
+
+@pytest.mark.parametrize("sample_time, healthy, reason", [
+    (NOW - 60.0, True, ""),
+    (NOW - 60.5, False, "stale: newest sample is 60 s old (limit 60 s)"),
+    (NOW + 30.0, True, ""),
+    (NOW + 31.0, False, "clock skew: newest sample is 31 s ahead of the agent's clock (tolerance 30 s)"),
+    (math.nan, False, "invalid sample time nan"),
+    (math.inf, False, "invalid sample time inf"),
+    (-math.inf, False, "invalid sample time -inf"),
+], ids=["at-staleness-limit", "past-staleness-limit", "at-future-tolerance", "past-future-tolerance", "nan",
+        "plus-inf", "minus-inf"])
+def test_sample_time_freshness(sample_time, healthy, reason):
+    _, health = build_signals(state(), healthy_families(sample_time=sample_time), free_slots={},
+                              quota_headroom=[4.0], staleness_s=60.0, inf_latency_s=600.0,
+                              future_tolerance_s=30.0, now_s=NOW)
+    assert health.ok is healthy
+    if healthy:
+        assert health.reason == ""
+        assert health.age_s == pytest.approx(max(NOW - sample_time, 0.0))
+    else:
+        assert health.reason.startswith(reason)

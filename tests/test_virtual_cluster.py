@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from envs.cluster import allocation
 from envs.config import build_cluster
-from envs.virtual_cluster import VirtualCluster, VirtualClusterSettings, allocation
+from envs.virtual_cluster import VirtualCluster, VirtualClusterSettings
 from envs.virtual_cluster.exposition import Histogram, TTFT_BUCKETS, latency_cdf, ttft_points
 from envs.virtual_cluster.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from envs.virtual_cluster.rehearsal import DEPLOYMENT, NAMESPACE, ramp_series, rehearsal_config

@@ -3,13 +3,17 @@
 ``build_agent(cfg)`` turns ``conf/run_agent.yaml`` (catalog, cluster, workload
 and runtime groups plus ``checkpoint``) into an ``Agent``. ``Agent.run(stop)``
 starts the metrics endpoint and the Lease renewal and runs the loop until
-``stop`` is set. Then it releases the Lease and closes the clients. The
-script sets ``stop`` on SIGTERM and SIGINT.
+``stop`` is set. Then it releases the Lease and closes the clients.
+``run_until_signalled`` sets ``stop`` on SIGTERM and SIGINT. A signal during
+a write lets that write finish (or time out after
+``runtime.kubernetes.request_timeout_s`` per attempt), starts no other write,
+and then releases the Lease.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +21,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent.controllers.base import Controller
-from agent.policy import PolicyController
 from agent.runtime.capacity import UnsupportedDraError, detect_dra_version
 from agent.runtime.cluster_reader import ClusterReader
 from agent.runtime.decisions import DecisionRecorder
@@ -29,9 +32,9 @@ from agent.runtime.safety import FallbackRule, SafetyLayer
 from agent.runtime.settings import RuntimeSettings, validate_settings
 from agent.runtime.telemetry import AgentMetrics, DecisionLog
 from agent.runtime.writer import Writer
+from envs.cluster.allocation import GpuNaming
 from envs.cluster.spec import ClusterSpec
 from envs.config import build_cluster, validate_config
-from envs.virtual_cluster.allocation import GpuNaming
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,22 @@ class Agent:
         log.info("agent stopped")
 
 
+def run_until_signalled(agent: Agent, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """Run ``agent`` in the main thread until one of ``signals`` arrives; restore the old handlers afterwards."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping after the write in progress, if any", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {number: signal.signal(number, request_stop) for number in signals}
+    try:
+        agent.run(stop)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def build_agent(cfg: DictConfig, *, controller: Controller | None = None,
                 settings: RuntimeSettings | None = None) -> Agent:
     """Build an Agent from the composed config; raise ValueError or KubeError with the fix in the message."""
@@ -112,6 +131,9 @@ def build_agent(cfg: DictConfig, *, controller: Controller | None = None,
         check_device_classes(kube, cluster, dra_version=dra_version)
 
     if controller is None:
+        # Imported here because it loads torch, which an agent with a given controller does not need.
+        from agent.policy import PolicyController
+
         checkpoint = str(cfg.get("checkpoint", ""))
         controller = PolicyController.from_path(checkpoint, list(cluster.catalog.option_names),
                                                 device=str(cfg.get("device", "cpu")))
@@ -120,6 +142,7 @@ def build_agent(cfg: DictConfig, *, controller: Controller | None = None,
     leader = None
     if settings.leader.enabled and not settings.dry_run:
         leader = LeaderElector(kube, settings.leader, identity=identity)
+        kube.write_guard = leader.is_leader
     safety = SafetyLayer(settings.safety, catalog=cluster.catalog)
     writer = Writer(kube, catalog=cluster.catalog, dra_version=dra_version, naming=naming,
                     container=settings.kubernetes.container, events=settings.telemetry.events, identity=identity)

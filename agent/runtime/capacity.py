@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+from envs.cluster.allocation import GpuNaming, slot_kind_of_device, slot_kind_of_node_resource
 from envs.cluster.catalog import Catalog
 from envs.cluster.spec import quota_usage_keys
-from envs.virtual_cluster.allocation import GpuNaming, slot_kind_of_device, slot_kind_of_node_resource
 
 PREFERRED_DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")
 

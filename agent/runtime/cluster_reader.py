@@ -5,6 +5,13 @@ Deployments: one list each of Deployments, ResourceQuotas, HPAs, KEDA
 ScaledObjects (and ResourceClaimTemplates on DRA) per namespace, plus one
 cluster-wide list of pods and either nodes (device plugin) or ResourceSlices
 and ResourceClaims (DRA).
+
+A Deployment object without the fields a safe write needs (``metadata.name``,
+``metadata.namespace``, ``metadata.resourceVersion``, an integer
+``spec.replicas`` of 0 or more, an object ``spec.template``) is not managed
+that tick, with a warning at most every 5 min. The API server fills in these
+fields on every Deployment it returns, so such an object comes only from a
+broken server or proxy. The Deployment's ``status`` is never read.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from typing import Any, Callable, Mapping
 from agent.runtime.capacity import free_slots_device_plugin, free_slots_dra, quota_headroom_pods
 from agent.runtime.kube_client import KubeClient, NotFoundError
 from agent.runtime.settings import DiscoverySettings
+from agent.runtime.telemetry import RepeatLimiter
+from envs.cluster.allocation import AllocationError, GpuNaming, option_from_template
 from envs.cluster.spec import ClusterSpec
-from envs.virtual_cluster.allocation import AllocationError, GpuNaming, option_from_template
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
@@ -77,6 +85,26 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
     return True
 
 
+def invalid_deployment_reason(deployment: Any) -> str:
+    """Return why a Deployment object cannot be managed safely, or "" when it can."""
+    if not isinstance(deployment, dict):
+        return f"the object is a {type(deployment).__name__}, not a Deployment"
+    meta = deployment.get("metadata")
+    spec = deployment.get("spec")
+    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("namespace"):
+        return "metadata.name or metadata.namespace is missing"
+    if not meta.get("resourceVersion"):
+        return "metadata.resourceVersion is missing, so no write could be conditional on it"
+    if not isinstance(spec, dict):
+        return "spec is missing"
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        return f"spec.replicas is {replicas!r}, not an integer of 0 or more"
+    if not isinstance(spec.get("template") or {}, dict):
+        return "spec.template is not an object"
+    return ""
+
+
 def count_pods(state: DeploymentState, selector: Mapping[str, Any], *, pods: list[dict[str, Any]]) -> None:
     """Count the Deployment's pods by state: terminating, Pending, Running and Ready, Running but not Ready."""
     for pod in pods:
@@ -109,6 +137,7 @@ class ClusterReader:
         self.clock = clock
         self.configured: dict[Key, int] = {(d.namespace, d.name): i for i, d in enumerate(cluster.deployments)}
         self._reported: set[tuple[Key, str]] = set()
+        self._invalid = RepeatLimiter()
 
     def _report_once(self, key: Key, message: str) -> None:
         if (key, message) not in self._reported:
@@ -136,8 +165,9 @@ class ClusterReader:
             for namespace in self.namespaces:
                 found.extend(self.kube.list_deployments(namespace, self.discovery.label_selector))
         managed = []
+        invalid: set[Key] = set()
         for deployment in found:
-            meta = deployment.get("metadata") or {}
+            meta = (deployment.get("metadata") if isinstance(deployment, dict) else None) or {}
             key = (str(meta.get("namespace")), str(meta.get("name")))
             annotation = self.discovery.annotation
             if annotation and (meta.get("annotations") or {}).get(annotation) != "true":
@@ -145,8 +175,14 @@ class ClusterReader:
             if key not in self.configured:
                 self._report_once(key, "matches the discovery rule but has no entry in the workload config; skipped")
                 continue
+            problem = invalid_deployment_reason(deployment)
+            if problem:
+                invalid.add(key)
+                if self._invalid.allow((key, problem)):
+                    log.warning("Deployment %s/%s: %s; it is not managed this tick", key[0], key[1], problem)
+                continue
             managed.append(deployment)
-        seen = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in managed}
+        seen = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in managed} | invalid
         for key in self.configured:
             if key not in seen:
                 self._report_once(key, "is in the workload config but was not discovered (missing, or not labelled "
@@ -166,15 +202,15 @@ class ClusterReader:
                 target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
                 if target.get("kind") == "Deployment":
                     state.autoscaled[(namespace, str(target.get("name")))] = \
-                        f"HorizontalPodAutoscaler {hpa['metadata']['name']}"
+                        f"HorizontalPodAutoscaler {(hpa.get('metadata') or {}).get('name', '(no name)')}"
             for scaled in self.kube.list_scaled_objects(namespace):
                 target = (scaled.get("spec") or {}).get("scaleTargetRef") or {}
                 if target.get("kind", "Deployment") == "Deployment":
                     state.autoscaled[(namespace, str(target.get("name")))] = \
-                        f"KEDA ScaledObject {scaled['metadata']['name']}"
+                        f"KEDA ScaledObject {(scaled.get('metadata') or {}).get('name', '(no name)')}"
             if self.dra_version:
                 items = self.kube.list_dra(self.dra_version, "resourceclaimtemplates", namespace=namespace)
-                claim_templates[namespace] = {t["metadata"]["name"]: t for t in items}
+                claim_templates[namespace] = {(t.get("metadata") or {}).get("name"): t for t in items}
         if self.dra_version:
             state.free_slots = free_slots_dra(
                 self.cluster.catalog, slices=self.kube.list_dra(self.dra_version, "resourceslices"),
@@ -183,10 +219,10 @@ class ClusterReader:
             state.free_slots = free_slots_device_plugin(self.cluster.catalog, nodes=self.kube.list_nodes(),
                                                         pods=pods, naming=self.naming)
         for deployment in deployments:
-            meta, spec = deployment["metadata"], deployment.get("spec") or {}
+            meta, spec = deployment["metadata"], deployment["spec"]
             entry = DeploymentState(namespace=meta["namespace"], name=meta["name"],
-                                    resource_version=str(meta.get("resourceVersion", "")),
-                                    spec_replicas=int(spec.get("replicas", 1)), template=spec.get("template") or {})
+                                    resource_version=str(meta["resourceVersion"]),
+                                    spec_replicas=spec["replicas"], template=spec.get("template") or {})
             count_pods(entry, spec.get("selector") or {}, pods=pods)
             try:
                 entry.option_index = option_from_template(entry.template, catalog=self.cluster.catalog,

@@ -3,7 +3,9 @@
 Writes go allocation first, then replicas, so a scale that follows an
 allocation change uses the resourceVersion the template patch returned. A
 failed write is logged and counted and never ends the tick; the next tick
-reads the cluster again and decides afresh.
+reads the cluster again and decides afresh. A write refused because the
+Lease was lost in the meantime ends as "not_leader", and one whose
+Deployment was deleted after the tick's read ends as "not_found".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 from typing import Any, Mapping
 
 from agent.runtime.cluster_reader import DeploymentState
-from agent.runtime.kube_client import ConflictRetriesExhausted, KubeError
+from agent.runtime.kube_client import ConflictRetriesExhausted, KubeError, LeaseNotHeldError, NotFoundError
 from agent.runtime.safety import SafeDecision, SafetyLayer
 from agent.runtime.telemetry import AgentMetrics, DecisionLog, RepeatLimiter
 from agent.runtime.writer import ManualEditDetected, Writer
@@ -40,7 +42,11 @@ class DecisionRecorder:
         return self.catalog.options[index].name if index is not None else "unknown"
 
     def write(self, decision: SafeDecision, state: DeploymentState, *, now: float) -> str:
-        """Write one decision; return "written" or what stopped it (manual_edit, conflict, error <code>)."""
+        """Write one decision; return "written" or what stopped it.
+
+        The outcomes besides "written" are manual_edit, conflict, not_leader,
+        not_found and "error <HTTP code>".
+        """
         key = (decision.namespace, decision.name)
         resource_version = state.resource_version
         steps = []
@@ -57,6 +63,7 @@ class DecisionRecorder:
                                f"{self._option_name(decision.option_index)} ({decision.source})")
                     self.writer.event(state, "AllocationChanged", message=f"{message}; {decision.reason}".rstrip("; "))
                 else:
+                    self.safety.note_write_attempt(key, replicas=decision.replicas)
                     resource_version = self.writer.scale(state, decision.replicas, resource_version=resource_version)
                     self.safety.record_write(key, replicas=decision.replicas, option_changed=False, now_s=now)
                     limits = f", limited by {', '.join(decision.rules)}" if decision.rules else ""
@@ -70,6 +77,15 @@ class DecisionRecorder:
                                   message=f"{error}; the agent backs off for "
                                           f"{self.safety.settings.manual_edit_backoff_s:.0f} s")
                 return "manual_edit"
+            except LeaseNotHeldError as error:
+                self.telemetry.writes.labels(kind=kind, result="not_leader").inc()
+                log.warning("%s/%s: %s write stopped: %s", key[0], key[1], kind, error)
+                return "not_leader"
+            except NotFoundError as error:
+                self.telemetry.writes.labels(kind=kind, result="not_found").inc()
+                log.warning("%s/%s: %s write failed because the object is gone (the Deployment was probably deleted "
+                            "after this tick's read); nothing was changed: %s", key[0], key[1], kind, error)
+                return "not_found"
             except ConflictRetriesExhausted as error:
                 self.telemetry.writes.labels(kind=kind, result="conflict").inc()
                 log.warning("%s/%s: %s write abandoned this tick: %s", key[0], key[1], kind, error)

@@ -4,9 +4,14 @@ Every call goes through ``KubeClient._call`` with a (group, resource, verb)
 permission that must appear in ``PERMISSIONS``. That table is what
 ``deploy/rbac.yaml`` grants, and a test compares the two, so the RBAC stays
 least-privilege and complete. ``_call`` also sets a timeout on every request,
-waits out 429 Too Many Requests for its Retry-After, and retries 5xx
-responses and connection errors on ``TRANSIENT_BACKOFF``. A 409 Conflict goes
-back to the caller, which must re-read the object before retrying. Responses are returned as plain
+waits out 429 Too Many Requests and 5xx responses for their Retry-After, and
+retries 5xx responses without Retry-After and connection errors on
+``TRANSIENT_BACKOFF``. client-go's ``checkWait`` (``k8s.io/client-go/rest/request.go``)
+honours Retry-After on the same codes. A 409 Conflict goes back to the
+caller, which must re-read the object before retrying. Before every attempt
+of a write other than a Lease update, ``_call`` calls ``write_guard`` (the
+leader elector's ``is_leader``), so a replica that lost the Lease sends no
+further writes, not even the retries of a write in progress. Responses are returned as plain
 JSON dicts (``_preload_content=False``), so the rest of the runtime uses no
 client model classes and works with any served API version.
 
@@ -37,6 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from agent.runtime.settings import KubernetesSettings
+from agent.runtime.telemetry import redact_secrets, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,8 @@ PERMISSIONS: frozenset[Permission] = frozenset({
     ("coordination.k8s.io", "leases", "update"),
 })
 TRANSIENT_STATUS = (500, 502, 503, 504)
+# Verbs that change the cluster; a Lease update is exempt from the write guard, because it is the election itself.
+WRITE_VERBS = frozenset({"create", "update", "patch"})
 T = TypeVar("T")
 
 
@@ -166,6 +174,10 @@ class KubeUnavailable(KubeError):
     """The API server kept failing (429, 5xx, timeouts or connection errors) through all retries."""
 
 
+class LeaseNotHeldError(KubeError):
+    """A write was not sent because this replica does not hold the leader Lease (``KubeClient.write_guard``)."""
+
+
 def _status_reason(error: ApiException) -> tuple[str, str]:
     try:
         body = json.loads(error.body or "{}")
@@ -206,8 +218,18 @@ def build_configuration(settings: KubernetesSettings) -> client.Configuration:
     configuration.retries = 0
     transport = ("TLS verification on" if settings.verify_tls else "TLS verification OFF") \
         if configuration.host.startswith("https://") else "plain HTTP"
-    log.info("Kubernetes API %s (auth %s, %s)", configuration.host, mode, transport)
+    log.info("Kubernetes API %s (auth %s, %s)", redact_url(configuration.host), mode, transport)
     return configuration
+
+
+def configuration_secrets(configuration: client.Configuration) -> list[str]:
+    """Return the credentials a configuration sends (bearer token, password), to keep them out of messages."""
+    secrets = []
+    for value in (configuration.api_key or {}).values():
+        text = str(value or "")
+        secrets.append(text.split(" ", 1)[1] if text.lower().startswith("bearer ") else text)
+    secrets.append(str(configuration.password or ""))
+    return [secret for secret in secrets if secret]
 
 
 class KubeClient:
@@ -215,9 +237,12 @@ class KubeClient:
 
     def __init__(self, settings: KubernetesSettings, *, configuration: client.Configuration | None = None,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
-                 on_error: Callable[[Permission, int], None] | None = None) -> None:
+                 on_error: Callable[[Permission, int], None] | None = None,
+                 write_guard: Callable[[], bool] | None = None) -> None:
         self.settings = settings
-        self.api_client = client.ApiClient(configuration or build_configuration(settings))
+        configuration = configuration or build_configuration(settings)
+        self.secrets = configuration_secrets(configuration)
+        self.api_client = client.ApiClient(configuration)
         self.apps = client.AppsV1Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
@@ -226,6 +251,8 @@ class KubeClient:
         self.sleep = sleep
         self.rand = rand
         self.on_error = on_error
+        # Returns whether writes may be sent now; None allows every write (no leader election).
+        self.write_guard = write_guard
         self.used_permissions: set[Permission] = set()
 
     def close(self) -> None:
@@ -237,8 +264,12 @@ class KubeClient:
             raise RuntimeError(f"API call {permission} is not declared in PERMISSIONS; add it there and to "
                                "deploy/rbac.yaml")
         self.used_permissions.add(permission)
+        guarded = permission[2] in WRITE_VERBS and permission[1] != "leases"
         attempts = max(int(self.settings.max_retries), 0) + 1
         for attempt in range(attempts):
+            if guarded and self.write_guard is not None and not self.write_guard():
+                raise LeaseNotHeldError(f"{permission[2]} {permission[1]} not sent: this replica does not hold the "
+                                        "leader Lease")
             try:
                 response = function(*args, _preload_content=False,
                                      _request_timeout=self.settings.request_timeout_s, **kwargs)
@@ -250,27 +281,31 @@ class KubeClient:
                 if self.on_error is not None and status != 404:
                     # A 404 is an expected response (no Lease yet, no KEDA CRD), so it is not counted as an error.
                     self.on_error(permission, status)
-                described = f"{permission[2]} {permission[1]} failed with {status} {reason}: {message}"
+                described = redact_secrets(f"{permission[2]} {permission[1]} failed with {status} {reason}: {message}",
+                                           self.secrets)
                 if status == 409:
                     kind = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
                     raise kind(described, status=status, reason=reason) from error
                 if status == 404:
                     raise NotFoundError(described, status=status, reason=reason) from error
-                if status == 429:
-                    wait = parse_retry_after((error.headers or {}).get("Retry-After")) or 1.0
+                if status != 429 and status not in TRANSIENT_STATUS:
+                    raise KubeError(described, status=status, reason=reason) from error
+                retry_after = parse_retry_after((error.headers or {}).get("Retry-After"))
+                if status == 429 or retry_after is not None:
+                    # A 429 without the header, or a Retry-After of 0, waits 1 s.
+                    wait = retry_after or 1.0
                     if wait > self.settings.max_retry_after_s:
                         raise KubeUnavailable(f"{described}; Retry-After {wait:.0f} s exceeds "
                                               f"runtime.kubernetes.max_retry_after_s", status=status) from error
-                elif status in TRANSIENT_STATUS:
-                    wait = TRANSIENT_BACKOFF.delay(attempt, self.rand)
                 else:
-                    raise KubeError(described, status=status, reason=reason) from error
+                    wait = TRANSIENT_BACKOFF.delay(attempt, self.rand)
                 last: KubeError = KubeUnavailable(described, status=status, reason=reason)
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 if self.on_error is not None:
                     self.on_error(permission, 0)
                 wait = TRANSIENT_BACKOFF.delay(attempt, self.rand)
-                last = KubeUnavailable(f"{permission[2]} {permission[1]} failed: {type(error).__name__}: {error}")
+                last = KubeUnavailable(redact_secrets(
+                    f"{permission[2]} {permission[1]} failed: {type(error).__name__}: {error}", self.secrets))
             if attempt + 1 < attempts:
                 log.info("%s; retry %d of %d in %.2f s", last, attempt + 1, attempts - 1, wait)
                 self.sleep(wait)

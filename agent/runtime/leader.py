@@ -1,14 +1,25 @@
 """Leader election with a coordination.k8s.io/v1 Lease, so only one replica of the agent writes.
 
 The holder renews ``spec.renewTime`` every ``renew_period_s``. Another
-replica takes the Lease only after ``renewTime + leaseDurationSeconds`` has
-passed. The holder considers itself leader only until
-``last renewal + lease_duration_s - renew_period_s``: it stops writing one
-renew period before anyone else may start, which leaves room for clock skew
-and a slow renewal. Every update carries the Lease's resourceVersion, so two
-candidates racing for an expired Lease cannot both win. On shutdown the
-holder releases the Lease (empty holder, 1 s duration), as client-go's
-``ReleaseOnCancel`` does, so a successor need not wait for the expiry.
+replica takes the Lease only after ``leaseDurationSeconds`` have passed on
+its own clock since it last saw the Lease record change. The holder's
+``renewTime`` is never compared with the local clock, so a holder whose clock
+runs ahead or behind can neither keep the Lease after it stops renewing nor
+lose it while it renews. This is how client-go's leaderelection package
+judges expiry (``isLeaseValid``: observed time plus ``LeaseDurationSeconds``),
+and how the Lease API documents ``leaseDurationSeconds`` ("measured against
+the time of last observed renewTime"). A replica that has just started waits
+one full lease duration before it takes over a Lease held by another replica.
+
+The holder considers itself leader only until
+``last renewal + lease_duration_s - renew_period_s``, again on its own clock:
+it stops writing one renew period before anyone else may start, which leaves
+room for a slow renewal. ``confirm`` re-reads the Lease before the loop
+writes, so a takeover that happens between two renewals stops the writes at
+once. Every update carries the Lease's resourceVersion, so two candidates
+racing for an expired Lease cannot both win. On shutdown the holder releases
+the Lease (empty holder, 1 s duration), as client-go's ``ReleaseOnCancel``
+does, so a successor need not wait for the expiry.
 """
 
 from __future__ import annotations
@@ -66,7 +77,12 @@ class LeaderElector:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Number of times this replica became leader; the loop compares it to notice a gap in leadership.
         self.transitions = 0
+        # The Lease spec as last read, and the local time at which it was first seen in that form.
+        self._observed_record: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._skew_reported: set[str] = set()
 
     def is_leader(self) -> bool:
         if not self.settings.enabled:
@@ -102,10 +118,11 @@ class LeaderElector:
             else:
                 spec = lease.get("spec") or {}
                 holder = spec.get("holderIdentity") or ""
-                expires = parse_micro_time(spec.get("renewTime")) + float(spec.get("leaseDurationSeconds") or 0)
+                expires = self._observe(spec, now)
                 if holder and holder != self.identity and now < expires:
                     self._set_valid_until(0.0, was_leader=was_leader,
-                                          why=f"held by {holder} until {format_micro_time(expires)}")
+                                          why=f"held by {holder}, who may take it until at least "
+                                              f"{format_micro_time(expires)} by this replica's clock")
                     return False
                 lease["spec"] = self._spec(now, spec)
                 self.kube.replace_lease(namespace, name, body=lease)
@@ -119,6 +136,67 @@ class LeaderElector:
         self._set_valid_until(now + self.settings.lease_duration_s - self.settings.renew_period_s,
                               was_leader=was_leader, why="")
         return True
+
+    def _observe(self, spec: dict[str, Any], now: float) -> float:
+        """Note the Lease record read at ``now``; return when it expires by this replica's clock.
+
+        The record expires ``leaseDurationSeconds`` after the local time at
+        which it was first seen in its current form. A record without a
+        duration uses this replica's ``lease_duration_s``.
+        """
+        record = tuple(spec.get(name) for name in ("holderIdentity", "renewTime", "acquireTime",
+                                                    "leaseDurationSeconds", "leaseTransitions"))
+        with self._lock:
+            changed = record != self._observed_record
+            if changed:
+                self._observed_record = record
+                self._observed_at = now
+            observed_at = self._observed_at
+        if changed:
+            self._report_skew(spec, now)
+        duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration_s)
+        return observed_at + duration
+
+    def _report_skew(self, spec: dict[str, Any], now: float) -> None:
+        """Warn once per holder whose renewTime is further from this replica's clock than a lease duration."""
+        holder = spec.get("holderIdentity") or ""
+        renewed = parse_micro_time(spec.get("renewTime"))
+        if not holder or holder == self.identity or not renewed:
+            return
+        offset = renewed - now
+        if abs(offset) <= self.settings.lease_duration_s:
+            self._skew_reported.discard(holder)
+            return
+        if holder not in self._skew_reported:
+            self._skew_reported.add(holder)
+            log.warning("Lease %s/%s: renewTime of holder %s is %.0f s %s this replica's clock; its clock may be "
+                        "skewed. Expiry is judged on this replica's clock only", self.settings.namespace,
+                        self.settings.name, holder, abs(offset), "ahead of" if offset > 0 else "behind")
+
+    def confirm(self) -> bool:
+        """Re-read the Lease and return whether this replica still holds it.
+
+        A Lease that names another holder ends leadership at once. When the read
+        fails, the result falls back to the local deadline of the last renewal.
+        """
+        if not self.settings.enabled:
+            return True
+        if not self.is_leader():
+            return False
+        namespace, name = self.settings.namespace, self.settings.name
+        try:
+            lease = self.kube.get_lease(namespace, name)
+        except KubeError as error:
+            log.info("Lease %s/%s: could not re-read it before writing (%s); relying on the last renewal",
+                     namespace, name, error)
+            return self.is_leader()
+        spec = lease.get("spec") or {}
+        self._observe(spec, self.clock())
+        holder = spec.get("holderIdentity") or ""
+        if holder != self.identity:
+            self._set_valid_until(0.0, was_leader=True, why=f"the Lease now names {holder or 'no holder'}")
+            return False
+        return self.is_leader()
 
     def _set_valid_until(self, until: float, *, was_leader: bool, why: str) -> None:
         with self._lock:

@@ -7,7 +7,16 @@ tick ends with a hold for every Deployment. ``decide`` runs the policy over
 all configured Deployments at once. A Deployment whose signals are unhealthy
 gets the HPA fallback instead. The safety phase keeps a Deployment unchanged
 when another autoscaler targets it or its allocation matches no catalog option.
-Nothing is written in dry-run mode or without the Lease.
+
+Nothing is written in dry-run mode or without the Lease. The write phase
+re-reads the Lease before its first write (``LeaderElector.confirm``) and
+checks it again before each Deployment, and the Kubernetes client rejects
+every write request once the Lease is gone, so a Lease lost after the
+signals were read stops the writes of that tick. After a gap in leadership
+the safety layer drops its record of this replica's writes, because the
+replica that led in between may have scaled the Deployments. Once ``run``
+is told to stop, the write phase finishes the Deployment it is writing and
+starts no other write.
 """
 
 from __future__ import annotations
@@ -81,6 +90,10 @@ class ControllerLoop:
         self.last_decisions: list[SafeDecision] = []
         # Replicas and option written this tick, so a hold during a later API outage reports them.
         self.written: dict[tuple[str, str], tuple[int, int]] = {}
+        # Set by run(); once it is set, the write phase starts no further writes.
+        self.stop_event: threading.Event | None = None
+        self._leading: bool | None = None
+        self._seen_transitions = 0
         telemetry.dry_run.set(1.0 if settings.dry_run else 0.0)
 
     @contextmanager
@@ -95,10 +108,27 @@ class ControllerLoop:
         """Return whether this tick may write: not a dry run, and the Lease is held (or election is off)."""
         leader = self.leader.is_leader() if self.leader is not None else not self.settings.dry_run
         self.telemetry.leader.set(1.0 if leader else 0.0)
+        if self.leader is not None:
+            self._note_leadership(leader)
         return leader and not self.settings.dry_run
+
+    def _note_leadership(self, leader: bool) -> None:
+        """Log when writing stops or resumes, and forget this replica's writes after a gap in leadership."""
+        if leader != self._leading:
+            if leader:
+                log.info("tick %d: this replica holds the Lease; decisions are written", self.tick_number)
+            else:
+                log.warning("tick %d: this replica does not hold the Lease %s/%s; decisions are computed but not "
+                            "written", self.tick_number, self.leader.settings.namespace, self.leader.settings.name)
+            self._leading = leader
+        if self.leader.transitions != self._seen_transitions:
+            # The Lease was (re)acquired; another replica may have scaled the Deployments meanwhile.
+            self._seen_transitions = self.leader.transitions
+            self.safety.forget_writes()
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``interval_s`` until ``stop`` is set or ``max_ticks`` ticks have run."""
+        self.stop_event = stop
         log.info("controller loop started: %d Deployments configured, tick every %.3g s, dry-run %s",
                  len(self.rows), self.settings.interval_s, self.settings.dry_run)
         while not stop.is_set():
@@ -125,6 +155,8 @@ class ControllerLoop:
                 return self._hold_everything(f"Kubernetes API unavailable: {error}", now)
         self.last_state = state
         self.written.clear()
+        # Before the safety phase, so that a leadership gap resets the manual-edit memory first.
+        self.can_write()
 
         with self._phase("read_metrics"):
             families = self.metrics.read()
@@ -170,7 +202,8 @@ class ControllerLoop:
             signals, health = build_signals(
                 deployment, families, free_slots=state.free_slots,
                 quota_headroom=state.quota_headroom.get(key[0], [math.inf] * self.ctx.n_options),
-                staleness_s=prometheus.staleness_s, inf_latency_s=prometheus.inf_latency_s, now_s=now)
+                staleness_s=prometheus.staleness_s, inf_latency_s=prometheus.inf_latency_s,
+                future_tolerance_s=prometheus.future_tolerance_s, now_s=now)
             for family, why in health.substitutions:
                 self.telemetry.substitutions.labels(family=family, reason=why).inc()
                 if self.repeats.allow(("substitution", key, family, why)):
@@ -248,17 +281,36 @@ class ControllerLoop:
         return decisions
 
     def _write(self, decisions: list[SafeDecision], inputs: dict, *, now: float) -> dict[tuple[str, str], str]:
-        """Write each changed decision; return per Deployment "written", "dry_run", "not_leader" or the error."""
+        """Write each changed decision; return per Deployment the outcome.
+
+        Outcomes: "written", "dry_run", "not_leader", "stopping" or what stopped the write.
+        """
         outcome: dict[tuple[str, str], str] = {}
-        writable = self.can_write()
-        for decision in decisions:
+        changed = [decision for decision in decisions if decision.changes]
+        if not changed:
+            return outcome
+        if self.leader is not None and not self.settings.dry_run and self.leader.is_leader():
+            self.leader.confirm()
+        for decision in changed:
             key = (decision.namespace, decision.name)
-            if not decision.changes:
+            if self.stop_event is not None and self.stop_event.is_set():
+                outcome[key] = "stopping"
                 continue
-            if not writable:
+            if not self.can_write():
                 outcome[key] = "dry_run" if self.settings.dry_run else "not_leader"
                 continue
             outcome[key] = self.recorder.write(decision, inputs[key].state, now=now)
             if outcome[key] == "written":
                 self.written[key] = (decision.replicas, decision.option_index)
+        self._report_unwritten(outcome)
         return outcome
+
+    def _report_unwritten(self, outcome: dict[tuple[str, str], str]) -> None:
+        """Log, at most every 5 min per cause, the changes this tick did not write because of the Lease or a stop."""
+        for cause, text in (("not_leader", "this replica does not hold the Lease"),
+                            ("stopping", "the agent is stopping")):
+            keys = sorted(key for key, result in outcome.items() if result == cause)
+            if keys and self.repeats.allow(("unwritten", cause)):
+                names = ", ".join(f"{namespace}/{name}" for namespace, name in keys)
+                log.warning("tick %d: %d changes not written because %s: %s", self.tick_number, len(keys), text,
+                            names)

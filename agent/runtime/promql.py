@@ -128,9 +128,11 @@ Key = tuple[str, str]
 class FamilyResult:
     """Values of one signal family keyed by (namespace, deployment).
 
-    ``evaluated_at`` is the query's evaluation time in Unix seconds (from the
-    result itself), 0 when the result was empty. ``error`` is set when the query
-    failed or its result could not be used at all.
+    ``evaluated_at`` is the query's evaluation time in Unix seconds.
+    ``parse_vector`` takes it from the result itself (0 when the result was
+    empty), and ``MetricsReader`` replaces it with the time it requested, which
+    is the agent's own clock. ``error`` is set when the query failed or its
+    result could not be used at all.
     """
 
     values: dict[Key, float] = field(default_factory=dict)

@@ -6,6 +6,10 @@ blocks a proposal is named in ``SafeDecision.rules``):
 1. manual edit: spec.replicas differs from the value the agent last wrote, so
    someone else scaled the Deployment. The agent holds for
    ``manual_edit_backoff_s`` and then adopts the current value as its base.
+   The value of a write that failed without a response (a timeout) also
+   counts as the agent's own, because the API server may have applied it.
+   After a gap in leadership the loop calls ``forget_writes``, so changes
+   made by the replica that led in between are not taken for manual edits.
 2. min and max replicas of the workload config.
 3. scale-down stabilization: a scale-down goes only as low as the highest
    proposal of the last ``scale_down_stabilization_s`` seconds.
@@ -93,6 +97,8 @@ class SafeDecision:
 class _DeploymentMemory:
     seen: bool = False
     last_written: int | None = None
+    # Replicas of a scale write sent but not confirmed; the server may have applied it.
+    attempted: int | None = None
     backoff_until: float = -math.inf
     last_option_change: float = -math.inf
     proposals: deque = field(default_factory=deque)
@@ -118,14 +124,26 @@ class SafetyLayer:
         """Remember a successful write, the base of manual-edit detection and the allocation cooldown."""
         memory = self._state(key)
         memory.last_written = int(replicas)
+        memory.attempted = None
         if option_changed:
             memory.last_option_change = now_s
+
+    def note_write_attempt(self, key: Key, *, replicas: int) -> None:
+        """Remember a scale write about to be sent, in case its response never arrives."""
+        self._state(key).attempted = int(replicas)
+
+    def forget_writes(self) -> None:
+        """Drop what this replica wrote, so the next tick takes spec.replicas as its base (after a leadership gap)."""
+        for memory in self._memory.values():
+            memory.last_written = None
+            memory.attempted = None
 
     def note_manual_edit(self, key: Key, *, observed: int, now_s: float) -> None:
         """Start the manual-edit backoff; the writer calls this when a re-read shows a foreign change."""
         memory = self._state(key)
         memory.backoff_until = now_s + self.settings.manual_edit_backoff_s
         memory.last_written = None
+        memory.attempted = None
         memory.proposals.clear()
         log.warning("Deployment %s/%s: spec.replicas was changed to %d by someone else; leaving it alone for %.0f s",
                     key[0], key[1], observed, self.settings.manual_edit_backoff_s)
@@ -139,6 +157,8 @@ class SafetyLayer:
         rules: list[str] = []
 
         # Rule 1: a foreign edit of spec.replicas.
+        if memory.attempted is not None and current == memory.attempted:
+            memory.last_written, memory.attempted = current, None
         if memory.last_written is not None and current != memory.last_written:
             self.note_manual_edit(key, observed=current, now_s=now_s)
         if now_s < memory.backoff_until:

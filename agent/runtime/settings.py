@@ -28,7 +28,8 @@ class KubernetesSettings:
         verify_tls: verify the server certificate; turn off only for a loopback rehearsal.
         request_timeout_s: timeout of every API call, connect plus read.
         max_retries: retries of one call after 429, 5xx or a connection error.
-        max_retry_after_s: longest Retry-After (429) the client waits before giving up on the call.
+        max_retry_after_s: longest Retry-After (of a 429 or 5xx response) the client waits before giving up
+            on the call.
         dra_version: ``auto`` detects the served ``resource.k8s.io`` version; v1,
             v1beta2 or v1beta1 forces one; ``none`` forces the device-plugin path.
         container: container that gets the GPU request; empty means the first one.
@@ -53,23 +54,31 @@ class PrometheusSettings:
     """Source of the signals and their maximum age.
 
     Attributes:
-        url: Prometheus base URL.
+        url: Prometheus base URL. A user and password in it (``https://user:password@host``)
+            are sent as HTTP basic auth and replaced by ``***`` in logs and messages.
         timeout_s: timeout of each query.
+        read_budget_s: wall-clock seconds all queries of one tick may take together;
+            families not read when it runs out count as failed for that tick.
         verify_tls: verify the server certificate.
         bearer_token_file: file with a bearer token sent as Authorization; empty sends none.
         rate_window: range of every ``rate()`` in the queries; it should cover at
             least four scrape intervals.
         staleness_s: signals whose newest sample is older than this count as stale.
+        future_tolerance_s: a newest sample up to this many seconds ahead of the
+            agent's clock counts as current; one further ahead makes the signals
+            unhealthy (clock skew).
         inf_latency_s: value that replaces a +Inf latency quantile (a quantile in the +Inf bucket).
         queries: the PromQL templates, one per signal family.
     """
 
     url: str = "http://prometheus-operated.monitoring.svc:9090"
     timeout_s: float = 5.0
+    read_budget_s: float = 10.0
     verify_tls: bool = True
     bearer_token_file: str = ""
     rate_window: str = "1m"
     staleness_s: float = 120.0
+    future_tolerance_s: float = 30.0
     inf_latency_s: float = 600.0
     queries: QueryTemplates = field(default_factory=QueryTemplates)
 
@@ -211,6 +220,10 @@ def validate_settings(settings: RuntimeSettings) -> None:
          "use auto, v1, v1beta2, v1beta1 or none"),
         (settings.kubernetes.request_timeout_s > 0, "runtime.kubernetes.request_timeout_s must be above 0 seconds"),
         (settings.prometheus.staleness_s > 0, "runtime.prometheus.staleness_s must be above 0 seconds"),
+        (settings.prometheus.timeout_s > 0, "runtime.prometheus.timeout_s must be above 0 seconds"),
+        (settings.prometheus.read_budget_s > 0, "runtime.prometheus.read_budget_s must be above 0 seconds"),
+        (settings.prometheus.future_tolerance_s >= 0,
+         "runtime.prometheus.future_tolerance_s must be 0 or more seconds"),
         (settings.safety.max_scale_up_per_tick >= 1, "runtime.safety.max_scale_up_per_tick must be at least 1"),
         (settings.safety.max_scale_down_per_tick >= 1, "runtime.safety.max_scale_down_per_tick must be at least 1"),
         (settings.safety.recover_after_ticks >= 1, "runtime.safety.recover_after_ticks must be at least 1"),

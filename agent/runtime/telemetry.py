@@ -1,4 +1,4 @@
-"""The agent's own Prometheus metrics, its decision log, and rate-limited logging of repeated conditions.
+"""The agent's own Prometheus metrics, its decision log, rate-limited logging and the redaction of credentials.
 
 Metrics live in a private CollectorRegistry (several agents can run in one
 test process) and are served by ``prometheus_client.start_http_server``.
@@ -13,11 +13,13 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
+REDACTED = "***"
 PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -121,3 +123,30 @@ class DecisionLog:
         line = json.dumps(record, sort_keys=True, default=str)
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def url_secrets(url: str) -> list[str]:
+    """Return the user-info credentials of a URL (the password, or a lone user name), raw and percent-decoded."""
+    parts = urlsplit(url)
+    secret = parts.password if parts.password is not None else parts.username
+    if not secret:
+        return []
+    return sorted({secret, unquote(secret)}, key=len, reverse=True)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (or its whole user info when there is no password)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    netloc = f"{user}:{REDACTED}@{host}" if user else f"{REDACTED}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with every occurrence of each secret replaced by ``***``; longer secrets go first."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -24,8 +24,8 @@ from typing import Any, Callable
 from agent.runtime.cluster_reader import DeploymentState
 from agent.runtime.kube_client import AlreadyExistsError, ConflictError, KubeClient, KubeError, retry_on_conflict
 from agent.runtime.leader import format_micro_time
+from envs.cluster import allocation
 from envs.cluster.catalog import Catalog
-from envs.virtual_cluster import allocation
 
 log = logging.getLogger(__name__)
 

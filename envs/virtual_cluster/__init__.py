@@ -7,7 +7,7 @@ kube-state-metrics, dcgm-exporter and vLLM metric names. It exists to rehearse
 and test the live runtime (``agent.runtime``) without a real cluster.
 """
 
-from envs.virtual_cluster.allocation import GpuNaming
+from envs.cluster.allocation import GpuNaming
 from envs.virtual_cluster.cluster import VirtualCluster
 from envs.virtual_cluster.settings import VirtualClusterSettings
 

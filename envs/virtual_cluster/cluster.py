@@ -21,10 +21,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
+from envs.cluster.allocation import GpuNaming
 from envs.cluster.spec import ClusterSpec
 from envs.traces.records import ArrivalSeries
 from envs.virtual_cluster import objects
-from envs.virtual_cluster.allocation import GpuNaming
 from envs.virtual_cluster.driver import SimulationDriver
 from envs.virtual_cluster.errors import ApiError, FaultInjector
 from envs.virtual_cluster.resources import served_resources
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "virtual-cluster"
+    # Headers and body leave in two writes. Without TCP_NODELAY, Nagle's algorithm delays the body until the
+    # client's delayed ACK, about 40 ms per response on Linux loopback. Measured on a 2-core Linux machine,
+    # one agent tick of 8 API calls took 0.36 s with Nagle on and 0.015 s with it off.
+    disable_nagle_algorithm = True
     router: ApiRouter  # set on the subclass that ApiHttpServer builds
 
     def _respond(self, code: int, headers: dict[str, str], *, payload: Any) -> None:

@@ -22,12 +22,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from envs.cluster import allocation
 from envs.cluster.spec import ClusterSpec
 from envs.sim.dynamics import _quota_usage
 from envs.sim.params import Randomization
 from envs.sim.simulator import BatchedSimulator
 from envs.traces.records import ArrivalSeries
-from envs.virtual_cluster import allocation, pods as podlib
+from envs.virtual_cluster import pods as podlib
 from envs.virtual_cluster.metrics_page import MetricsPage
 from envs.virtual_cluster.objects import node_devices, node_names
 from envs.virtual_cluster.resources import ResourceType

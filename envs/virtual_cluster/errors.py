@@ -113,12 +113,15 @@ class FaultRule:
     ``status`` 0 adds only the latency. A request matches when its method is in
     ``methods`` (all methods when empty) and its path contains ``path_contains``.
     The ``/metrics`` page matches only rules whose ``path_contains`` is set.
+    A 429 or 503 response carries ``Retry-After: <retry_after_s>`` and
+    ``details.retryAfterSeconds``, as the API server sends them when it
+    throttles or sheds load. ``retry_after_s`` null sends the error without them.
     """
 
     status: int = 0
     count: int = 1
     latency_s: float = 0.0
-    retry_after_s: int = 1
+    retry_after_s: int | None = 1
     methods: list[str] = field(default_factory=list)
     path_contains: str = ""
 
@@ -154,6 +157,10 @@ class FaultInjector:
             raise ApiError(400, f"fault status {rule.status} is not supported; use one of {sorted(REASONS)}")
         if rule.count == 0 or rule.count < -1:
             raise ApiError(400, f"fault count {rule.count} is invalid; use a positive count or -1 for no limit")
+        retry_after = rule.retry_after_s
+        if retry_after is not None and (not isinstance(retry_after, int) or isinstance(retry_after, bool)
+                                        or retry_after < 0):
+            raise ApiError(400, f"fault retry_after_s {retry_after!r} is invalid; use whole seconds >= 0 or null")
         with self._lock:
             self._rules.append(rule)
         log.info("fault rule added: %s", rule)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from envs.cluster import allocation
 from envs.cluster.spec import ClusterSpec, NodePool
-from envs.virtual_cluster import allocation
 from envs.virtual_cluster.errors import invalid
 from envs.virtual_cluster.resources import ResourceType
 from envs.virtual_cluster.settings import VirtualClusterSettings

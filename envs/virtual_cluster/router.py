@@ -12,9 +12,10 @@ import logging
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from envs.cluster import allocation
 from envs.cluster.catalog import Catalog
 from envs.cluster.spec import quota_usage_keys
-from envs.virtual_cluster import allocation, resources
+from envs.virtual_cluster import resources
 from envs.virtual_cluster.errors import ApiError, FaultInjector, conflict, invalid
 from envs.virtual_cluster.patch import PatchError, apply_patch
 from envs.virtual_cluster.resources import ResourceType

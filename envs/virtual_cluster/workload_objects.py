@@ -14,8 +14,8 @@ import random
 import uuid
 from typing import Any, Sequence
 
+from envs.cluster import allocation
 from envs.cluster.spec import ClusterSpec
-from envs.virtual_cluster import allocation
 from envs.virtual_cluster.errors import ApiError
 from envs.virtual_cluster.pods import PENDING, READY, TERMINATING, PodRecord, ReconcileResult, new_pod_name
 from envs.virtual_cluster.resources import ResourceType
