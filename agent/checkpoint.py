@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from agent.atomic import write_atomic, write_json_atomic
-from envs.actions import N_LEVELS, PEAK_UTILIZATION, TARGET_UTILIZATION
+from envs.actions import N_LEVELS, PEAK_UTILIZATION, STABILIZATION_TICKS, TARGET_UTILIZATION
 from envs.observation import OBSERVATION_VERSION, observation_size
 
 CHECKPOINT_FORMAT = 1
@@ -51,6 +51,7 @@ def action_layout(option_names: list[str]) -> dict[str, Any]:
         "levels": N_LEVELS,
         "target_utilization": list(TARGET_UTILIZATION),
         "peak_utilization": list(PEAK_UTILIZATION),
+        "stabilization_ticks": STABILIZATION_TICKS,
         "keep_option_action": True,
         "options": list(option_names),
     }
@@ -114,6 +115,20 @@ def save_checkpoint(
     return weights_path, meta_path
 
 
+def record_evaluation(meta_path: str | Path, evaluation: Mapping[str, Any]) -> Path:
+    """Store an evaluation summary in a checkpoint's metadata, atomically.
+
+    The checkpoint is loaded first, so a corrupt or foreign one raises
+    CheckpointError and is not rewritten. The weights hash covers the
+    weights file only, so the metadata may change without invalidating it.
+    """
+    meta_path = Path(meta_path)
+    load_checkpoint(meta_path)
+    metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    metadata["evaluation"] = dict(evaluation)
+    return write_json_atomic(meta_path, metadata)
+
+
 def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) -> Checkpoint:
     """Load and verify a checkpoint from its ``.json``, ``.safetensors`` or stem path.
 
@@ -151,11 +166,13 @@ def load_checkpoint(path: str | Path, *, option_names: list[str] | None = None) 
             "the metadata is corrupt, so use a checkpoint written by training"
         )
     expected = action_layout(list(layout.get("options", [])))
-    if any(layout.get(key) != expected[key] for key in ("levels", "target_utilization", "peak_utilization", "keep_option_action")):
+    layout_keys = ("levels", "target_utilization", "peak_utilization", "stabilization_ticks", "keep_option_action")
+    if any(layout.get(key) != expected[key] for key in layout_keys):
         raise CheckpointError(
             f"{meta_path}: action layout (levels {layout.get('levels')}, utilisation targets "
-            f"{layout.get('target_utilization')} / {layout.get('peak_utilization')}) differs from this code's "
-            f"(levels {N_LEVELS}, {list(TARGET_UTILIZATION)} / {list(PEAK_UTILIZATION)}); retrain the policy"
+            f"{layout.get('target_utilization')} / {layout.get('peak_utilization')}, stabilisation "
+            f"{layout.get('stabilization_ticks')} ticks) differs from this code's (levels {N_LEVELS}, "
+            f"{list(TARGET_UTILIZATION)} / {list(PEAK_UTILIZATION)}, {STABILIZATION_TICKS} ticks); retrain the policy"
         )
     if option_names is not None and list(layout.get("options", [])) != list(option_names):
         raise CheckpointError(

@@ -54,6 +54,18 @@ def group_records(records: Iterable[Mapping]) -> dict[tuple[str, str], list[Mapp
     return groups
 
 
+def summarize_records(records: Iterable[Mapping]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Return {trace: {controller: {metric: [mean, 95 % CI half-width, seeds]}}} for the table's metrics."""
+    summary: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for (trace, controller), rows in sorted(group_records(records).items()):
+        metrics = {}
+        for key, _, _ in COLUMNS:
+            mean, half = mean_ci(float(r[key]) for r in rows)
+            metrics[key] = [mean, half, float(len(rows))]
+        summary.setdefault(trace, {})[controller] = metrics
+    return summary
+
+
 def render_markdown(records: list[Mapping]) -> str:
     """Return one table per trace: mean ± 95 % CI over seeds for each controller."""
     groups = group_records(records)

@@ -46,7 +46,7 @@ def make_vec_env(cfg: DictConfig, *, split: str = "train", n_envs: int | None = 
     algo = validate_config(cfg.algo, AlgoConf, "algo")
     reward = validate_config(cfg.reward, RewardConf, "reward")
     cluster = build_cluster(cfg)
-    series = load_deployment_series(cfg, cluster, split=split)
+    series = load_deployment_series(cfg, cluster, split=split, default_traces=list(cfg.get("train_traces") or []))
     r = algo.randomization
     return BatchedVecEnv(
         cluster,
@@ -57,6 +57,8 @@ def make_vec_env(cfg: DictConfig, *, split: str = "train", n_envs: int | None = 
         randomization=Randomization(
             rate_scale=tuple(r.rate_scale), startup_scale=tuple(r.startup_scale),
             cluster_scale=tuple(r.cluster_scale), random_window=bool(r.random_window),
+            input_token_scale=tuple(r.input_token_scale), output_token_scale=tuple(r.output_token_scale),
+            initial_allocation=float(r.initial_allocation),
         ),
         seed=int(cfg.seed if seed is None else seed),
     )
@@ -394,6 +396,7 @@ def _bias_towards_keeping(model: MaskablePPO, *, keep_option: float, hold: float
 
 def _trace_names(cfg: DictConfig) -> list[str]:
     names = [str(cfg.trace.get("path", ""))] if "trace" in cfg else []
+    names.extend(str(n) for n in cfg.get("train_traces") or [])
     for deployment in cfg.workload.deployments:
         names.extend(str(n) for n in deployment.get("traces", []) or [])
     return names

@@ -11,9 +11,14 @@ estimate at that utilisation of the chosen option's profiled capacity:
     replicas = ceil(demand / (utilisation * capacity_per_replica))
 
 Levels 1..len(TARGET_UTILIZATION) size for the current demand,
-``request_rate + waiting / DRAIN_S``. The PEAK_UTILIZATION levels size for
-the peak request rate of the history window (HISTORY_TICKS ticks), which
-keeps capacity through the quiet gaps of bursty traffic.
+``request_rate + waiting / DRAIN_S``, but never below the highest request
+rate of the last STABILIZATION_TICKS ticks. A scale-up therefore happens at
+once, and a scale-down waits until the higher rates have left that window,
+as with HPA's downscale stabilisation. One quiet tick in noisy traffic then
+does not remove pods that need a cold start to come back. The
+PEAK_UTILIZATION levels size for the peak request rate of the whole history
+window (HISTORY_TICKS ticks), which keeps capacity through the quiet gaps of
+bursty traffic.
 
 Sizing from a utilisation target, rather than a raw replica delta, keeps the
 action scale-free, so one policy serves Deployments of any size.
@@ -31,6 +36,9 @@ from envs.signals import SignalBatch
 HOLD_LEVEL = 0
 TARGET_UTILIZATION = (0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 PEAK_UTILIZATION = (0.5, 0.7, 0.85, 1.0)
+# Ticks of request-rate history that bound a current-demand level from below:
+# four 15-s ticks are one typical cold start of an 8B model.
+STABILIZATION_TICKS = 4
 N_LEVELS = 1 + len(TARGET_UTILIZATION) + len(PEAK_UTILIZATION)
 KEEP_OPTION = 0
 
@@ -82,9 +90,11 @@ def decode_actions(
     cap_new = cap[rows, option]
     cap_now = cap[rows, current]
     current_demand = np.nan_to_num(batch["request_rate"]) + np.nan_to_num(batch["waiting_requests"]) / DRAIN_S
-    peak_demand = np.maximum(np.nan_to_num(history).max(axis=1), current_demand)
+    rates = np.nan_to_num(history)
+    recent_demand = np.maximum(rates[:, -STABILIZATION_TICKS:].max(axis=1), current_demand)
+    peak_demand = np.maximum(rates.max(axis=1), current_demand)
     n_current = len(TARGET_UTILIZATION)
-    demand = np.where(level > n_current, peak_demand, current_demand)
+    demand = np.where(level > n_current, peak_demand, recent_demand)
     utilization = np.array((1.0,) + TARGET_UTILIZATION + PEAK_UTILIZATION)[level]
     sized = np.ceil(demand / np.maximum(utilization * cap_new, 1e-9) - 1e-9)
     # Holding across an option change keeps the same total capacity.

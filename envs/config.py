@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -92,6 +92,7 @@ class RewardConf:
     drop_weight: float = 30.0
     churn_weight: float = 0.05
     allocation_change_weight: float = 0.1
+    cost_basis: str = "usd"
 
 
 @dataclass
@@ -99,7 +100,10 @@ class RandomizationConf:
     rate_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])
     startup_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])
     cluster_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    input_token_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    output_token_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])
     random_window: bool = True
+    initial_allocation: float = 0.0
 
 
 @dataclass
@@ -210,19 +214,22 @@ def trace_label(cfg_trace: Any) -> str:
     return name or Path(str(cfg_trace.get("path", "trace")).split(":")[-1]).stem
 
 
-def load_deployment_series(cfg: DictConfig, cluster: ClusterSpec, split: str | None = None) -> list[list]:
+def load_deployment_series(
+    cfg: DictConfig, cluster: ClusterSpec, split: str | None = None, default_traces: Sequence[str] = ()
+) -> list[list]:
     """Load the arrival series of every Deployment, scaled by its ``rate_scale``.
 
-    A Deployment lists trace config names in ``traces``; with none it uses the
-    run's ``trace`` group. Several names give several series to sample
-    episodes from (multi-trace training).
+    A Deployment lists trace config names in ``traces``; with none it uses
+    ``default_traces`` (training passes the run's ``train_traces``), and with
+    neither the run's ``trace`` group. Several names give several series to
+    sample episodes from (multi-trace training).
     """
     from envs.traces.loader import load_trace
 
     workload = validate_config(cfg.workload, WorkloadConf, "workload")
     result = []
     for deployment, conf in zip(cluster.deployments, workload.deployments):
-        names = list(conf.traces)
+        names = list(conf.traces) or [str(n) for n in default_traces]
         specs = [load_group_file("trace", n) for n in names] if names else [cfg.trace]
         labels = names or ["trace"]
         series = []

@@ -1,15 +1,18 @@
 """Reward: cost against SLO violations, drops and churn, per Deployment and tick.
 
-    reward = -( cost_weight  * cost / reference_cost
+    reward = -( cost_weight  * cost / reference
               + slo_weight   * (requests that missed the TTFT target) / mean_arrivals
               + drop_weight  * dropped / mean_arrivals
               + churn_weight * |replica change| / max_replicas
               + allocation_change_weight * [option changed] )
 
-``reference_cost`` is the per-tick cost of serving the episode's mean load on
-the cheapest option at 85 % utilisation (at least min_replicas, and at least
-one replica, of it), and ``mean_arrivals`` the episode's mean arrivals per
-tick. Both are constant over an episode, so the summed reward is
+``cost_basis`` sets what ``cost`` counts: dollars (``usd``) or GPU-hours
+(``gpu_hours``, where a MIG slice or a shared GPU counts as its share of a
+GPU). ``reference`` is the per-tick amount of the same unit that serving the
+episode's mean load on the cheapest option at 85 % utilisation takes (at
+least min_replicas, and at least one replica, of it), and ``mean_arrivals``
+the episode's mean arrivals per tick. Both are constant over an episode, so
+the summed reward is
 ``-T * (cost_weight * cost / reference + slo_weight * missed fraction + ...)``:
 the same request-weighted SLO attainment and total cost that evaluation
 reports, at any traffic scale. Weights live in ``conf/reward``.
@@ -27,6 +30,9 @@ from envs.sim.state import SimState
 
 
 
+COST_BASES = ("usd", "gpu_hours")
+
+
 @dataclass(frozen=True)
 class RewardWeights:
     cost_weight: float = 1.0
@@ -34,6 +40,11 @@ class RewardWeights:
     drop_weight: float = 30.0
     churn_weight: float = 0.05
     allocation_change_weight: float = 0.1
+    cost_basis: str = "usd"
+
+    def __post_init__(self) -> None:
+        if self.cost_basis not in COST_BASES:
+            raise ValueError(f"reward.cost_basis is {self.cost_basis!r}; use one of {list(COST_BASES)}")
 
 
 def compute_reward(weights: RewardWeights, params: SimParams, state: SimState, info: StepInfo) -> np.ndarray:
@@ -41,7 +52,10 @@ def compute_reward(weights: RewardWeights, params: SimParams, state: SimState, i
     mean_arrivals = state.episode_mean_arrivals
     missed = np.maximum(info.arrivals - info.slo_met, 0.0) / mean_arrivals
     dropped = np.minimum(info.dropped, info.arrivals) / mean_arrivals
-    cost = info.cost_usd / state.reference_cost
+    if weights.cost_basis == "gpu_hours":
+        cost = info.gpu_hours / state.reference_gpu_hours
+    else:
+        cost = info.cost_usd / state.reference_cost
     churn = np.abs(info.replicas_delta) / np.maximum(params.max_replicas, 1.0)
     penalty = (
         weights.cost_weight * cost

@@ -3,6 +3,7 @@
     python scripts/evaluate.py                                  # policy vs HPA on the default trace
     python scripts/evaluate.py 'eval.controllers=[policy,hpa]' 'eval.seeds=[0,1,2,3,4]'
     python scripts/evaluate.py checkpoint=outputs/train/<run>/policy.json
+    python scripts/evaluate.py eval=heldout record_in_checkpoint=true   # summary into policy.json
 
 Writes results.json, results.md and PNG plots into the Hydra run directory and
 prints the table.
@@ -20,8 +21,9 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.checkpoint import record_evaluation  # noqa: E402
 from agent.evaluation import evaluate  # noqa: E402
-from agent.report import render_markdown  # noqa: E402
+from agent.report import render_markdown, summarize_records  # noqa: E402
 from envs.config import ConfigError  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -37,6 +39,28 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(2) from error
     print(render_markdown(records))
     print(f"results written to {run_dir / 'results.json'}")
+    if cfg.get("record_in_checkpoint", False):
+        summary = {
+            "protocol": {key: cfg.eval.get(key) for key in ("controllers", "seeds", "traces", "split", "fidelity")},
+            "workload": cfg.workload.get("deployments") and [str(d.name) for d in cfg.workload.deployments],
+            "cluster": str(cfg.cluster.get("name", "")),
+            "metrics": summarize_records(records),
+        }
+        path = record_evaluation(str(cfg.checkpoint), _plain(summary))
+        print(f"evaluation summary recorded in {path}")
+
+
+def _plain(value):
+    """Turn OmegaConf containers inside ``value`` into lists and dicts for JSON."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

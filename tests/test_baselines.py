@@ -267,6 +267,26 @@ def test_oracle_schedule_tiny_scenario(catalog):
     assert ready[8] == 1
 
 
+def test_oracle_objective_selects_option(catalog):
+    # At 1 request/s one pod of either option meets the SLO. An L40S costs
+    # 1.86 USD/h for one GPU; a 3g.40gb slice of an H100 costs 2.95 USD/h for
+    # 3/7 of a GPU. Dollars pick the L40S, GPU-hours the slice.
+    pools = [{"name": "l40s", "gpu": "L40S-48GB", "nodes": 1, "gpus_per_node": 2},
+             {"name": "mig", "gpu": "H100-80GB", "nodes": 1, "gpus_per_node": 1, "mig_layout": {"3g.40gb": 2}}]
+    spec = {"name": "llm", "model": "llama-3.1-8b", "min_replicas": 1, "max_replicas": 2,
+            "initial_option": "l40s-1", "initial_replicas": 1, "slo_ttft_p95_s": 2.0}
+    cluster = make_cluster(catalog, pools, [spec])
+    # 60 ticks, so that the switch from the initial L40S pod pays off.
+    series = [series_of_rates([1.0] * 60)]
+    by_dollars = build_oracle(cluster, series, OracleSettings(options=("l40s-1", "h100-mig-3g.40gb")))
+    by_hours = build_oracle(cluster, series, OracleSettings(options=("l40s-1", "h100-mig-3g.40gb"),
+                                                            objective="gpu_hours"))
+    assert catalog.option_names[by_dollars.options[0]] == "l40s-1"
+    assert catalog.option_names[by_hours.options[0]] == "h100-mig-3g.40gb"
+    with pytest.raises(ValueError, match="oracle.objective"):
+        OracleSettings(objective="watts")
+
+
 # Tuned HPA
 
 

@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from agent.checkpoint import CheckpointError, load_checkpoint, record_evaluation, save_checkpoint
 from agent.policy import build_policy, policy_from_checkpoint
 
 OPTIONS = ["h100-1", "a100-1", "l40s-1"]
@@ -99,3 +99,23 @@ def test_pickled_weights_are_rejected_without_running(saved, tmp_path):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "absent.json")
+
+
+def test_record_evaluation_keeps_weights_valid(saved):
+    stem, _ = saved
+    meta = stem.with_suffix(".json")
+    record_evaluation(meta, {"metrics": {"azure_code": {"policy": {"gpu_hours": [0.5, 0.01, 5.0]}}}})
+    checkpoint = load_checkpoint(meta, option_names=OPTIONS)
+    assert checkpoint.metadata["evaluation"]["metrics"]["azure_code"]["policy"]["gpu_hours"] == [0.5, 0.01, 5.0]
+    # The rest of the metadata is unchanged.
+    assert checkpoint.metadata["training_config"] == {"seed": 3}
+
+
+def test_record_evaluation_refuses_a_corrupt_checkpoint(saved):
+    stem, _ = saved
+    weights = stem.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = stem.with_suffix(".json").read_text()
+    with pytest.raises(CheckpointError):
+        record_evaluation(stem.with_suffix(".json"), {"metrics": {}})
+    assert stem.with_suffix(".json").read_text() == before

@@ -142,3 +142,82 @@ def test_mig_layout_over_seven_slices_is_rejected(catalog):
     pool = {"name": "mig", "gpu": "H100-80GB", "nodes": 1, "gpus_per_node": 1, "mig_layout": {"3g.40gb": 2, "2g.20gb": 1}}
     with pytest.raises(CatalogError, match="8/7 compute"):
         make_cluster(catalog, [pool], [deployment()])
+
+
+def test_random_initial_allocation_fits_slots_and_quota(catalog):
+    # Two pools of 4 GPUs and a quota of 6 GPUs: every drawn start must fit
+    # both, use an option whose GPU exists, and keep replicas within bounds.
+    cluster = make_cluster(catalog, [H100, A100], [deployment("a", max_replicas=4), deployment("b", max_replicas=4)],
+                           quota={"requests.nvidia.com/gpu": 6})
+    series = [[constant_series(1.0, 10, name="s")] for _ in cluster.deployments]
+    randomization = Randomization(random_window=False, initial_allocation=1.0)
+    sim = BatchedSimulator(cluster, series, n_envs=256, episode_ticks=10, randomization=randomization)
+    sim.reset(seed=3)
+    state, params = sim.state, sim.params
+    names = [params.option_names[o] for o in state.option.ravel()]
+    # The handbook catalog's profiles of this model on these pools are the
+    # single-GPU options; both must be drawn.
+    assert set(names) == {"h100-1", "a100-1"}
+    devices = params.option_devices[state.option] * state.ready
+    assert devices.sum(axis=1).max() <= 6
+    assert ((state.ready >= 1) & (state.ready <= 4)).all()
+    assert (state.desired == state.ready).all()
+    # Most rows leave the configured start (h100-1, one replica each).
+    configured = (state.option == catalog.option_index("h100-1")).all(axis=1) & (state.ready == 1).all(axis=1)
+    assert configured.mean() < 0.5
+
+
+def test_initial_allocation_off_keeps_configured_start(catalog):
+    cluster = make_cluster(catalog, [H100, A100], [deployment("a", initial_replicas=2)])
+    series = [[constant_series(1.0, 10, name="s")]]
+    sim = BatchedSimulator(cluster, series, n_envs=16, episode_ticks=10, randomization=Randomization())
+    sim.reset(seed=3)
+    assert (sim.state.option == catalog.option_index("h100-1")).all()
+    assert (sim.state.ready == 2).all()
+
+
+def test_token_scale_multiplies_request_tokens(catalog):
+    # A fixed input factor of 4 and output factor of 0.5 turn 1000/100 tokens
+    # into 4000/50 per request, in the signals and in the reward's reference.
+    cluster = make_cluster(catalog, [H100], [deployment()])
+    series = [[constant_series(1.0, 10, name="s")]]
+    plain = BatchedSimulator(cluster, series, n_envs=1, episode_ticks=10, randomization=FIXED)
+    scaled = BatchedSimulator(cluster, series, n_envs=1, episode_ticks=10, randomization=Randomization(
+        random_window=False, input_token_scale=(4.0, 4.0), output_token_scale=(0.5, 0.5)))
+    for sim in (plain, scaled):
+        sim.reset(seed=0)
+        sim.step(np.array([[1]]), np.array([[catalog.option_index("h100-1")]]))
+    assert scaled.state.input_tokens[0, 0] == pytest.approx(4000.0)
+    assert scaled.state.output_tokens[0, 0] == pytest.approx(50.0)
+    assert plain.state.input_tokens[0, 0] == pytest.approx(1000.0)
+    # Longer prompts take longer to prefill, so TTFT grows.
+    assert scaled.state.ttft_p50_s[0, 0] > plain.state.ttft_p50_s[0, 0]
+
+
+def test_reward_cost_basis_by_hand(catalog):
+    # 1 request/s of 1000/100 tokens: one replica of any option at 85 %
+    # utilisation is more than enough, so the references are one replica of
+    # the option cheapest per replica: an L40S (1.86 USD/h) for dollars and a
+    # 3g.40gb slice (3/7 of a GPU) for GPU-hours, each for one 15-s tick.
+    from envs.reward import RewardWeights, compute_reward
+
+    pools = [H100, {"name": "l40s", "gpu": "L40S-48GB", "nodes": 1, "gpus_per_node": 2},
+             {"name": "mig", "gpu": "H100-80GB", "nodes": 1, "gpus_per_node": 1, "mig_layout": {"3g.40gb": 2}}]
+    cluster = make_cluster(catalog, pools, [deployment(initial_replicas=2)])
+    sim = simulator(cluster)
+    tick_h = 15.0 / 3600.0
+    l40s = cluster.catalog.options[catalog.option_index("l40s-1")].price_per_hour
+    assert sim.state.reference_cost[0, 0] == pytest.approx(l40s * tick_h)
+    slice_share = cluster.catalog.options[catalog.option_index("h100-mig-3g.40gb")].gpu_equivalents
+    assert slice_share == pytest.approx(3.0 / 7.0, rel=1e-5)
+    assert sim.state.reference_gpu_hours[0, 0] == pytest.approx(slice_share * tick_h)
+    info = sim.step(np.array([[2]]), np.array([[catalog.option_index("h100-1")]]))
+    zero = dict(slo_weight=0.0, drop_weight=0.0, churn_weight=0.0, allocation_change_weight=0.0)
+    by_hours = compute_reward(RewardWeights(cost_basis="gpu_hours", **zero), sim.params, sim.state, info)
+    by_dollars = compute_reward(RewardWeights(**zero), sim.params, sim.state, info)
+    # Two H100 replicas: 2 GPUs against 3/7 of one, and 2 x 6.88 USD/h against the L40S price.
+    assert by_hours[0, 0] == pytest.approx(-2.0 / slice_share)
+    h100 = cluster.catalog.options[catalog.option_index("h100-1")].price_per_hour
+    assert by_dollars[0, 0] == pytest.approx(-2.0 * h100 / l40s)
+    with pytest.raises(ValueError, match="cost_basis"):
+        RewardWeights(cost_basis="euros")

@@ -2,7 +2,7 @@
 
 import math
 
-from agent.report import mean_ci, render_markdown
+from agent.report import mean_ci, render_markdown, summarize_records
 
 
 def record(controller, seed, gpu_hours, by_option):
@@ -30,3 +30,13 @@ def test_report_lists_gpu_hours_per_option():
     assert "| policy | 1.500 | 0.500 |" in text
     assert "| hpa | 0.000 | 2.000 |" in text
     assert "| policy | 2.000 ± " in text
+
+
+def test_summary_gives_mean_ci_and_seed_count():
+    records = [record("policy", 0, 1.0, {}), record("policy", 1, 2.0, {}), record("policy", 2, 3.0, {}),
+               record("hpa", 0, 4.0, {})]
+    summary = summarize_records(records)
+    mean, half, seeds = summary["t"]["policy"]["gpu_hours"]
+    assert (mean, seeds) == (2.0, 3.0)
+    assert math.isclose(half, 4.303 / math.sqrt(3.0))
+    assert summary["t"]["hpa"]["gpu_hours"] == [4.0, 0.0, 1.0]

@@ -24,8 +24,10 @@ For each Deployment and candidate option it plans in three steps:
    ``L`` ticks ahead.
 
 Then it simulates each option's schedule on the same window and picks, per
-Deployment, the cheapest option (by cost_usd) whose SLO attainment reaches
-``slo_goal``, or the best attainment any option reaches when none does.
+Deployment, the cheapest option whose SLO attainment reaches ``slo_goal``, or
+the best attainment any option reaches when none does. "Cheapest" is by
+``objective``: dollars (``cost_usd``) or GPU-hours (``gpu_hours``); a MIG
+slice counts as its share of a GPU, so the two can pick different options.
 
 What it assumes: the fluid model's per-tick TTFT with no queue carried over
 (a tick it cannot serve leaves a queue that the next ticks' plan ignores);
@@ -66,15 +68,19 @@ class OracleSettings:
             each tick's p95 TTFT is within the SLO).
         slo_goal: episode SLO attainment an option must reach to be chosen.
         options: candidate option names; empty means every option the model fits.
+        objective: what the option choice minimises: ``cost_usd`` or ``gpu_hours``.
     """
 
     attainment: float = 0.95
     slo_goal: float = 0.95
     options: tuple[str, ...] = ()
+    objective: str = "cost_usd"
 
     def __post_init__(self) -> None:
         check_fraction("oracle.attainment", self.attainment, allow_zero=True)
         check_fraction("oracle.slo_goal", self.slo_goal, allow_zero=True)
+        if self.objective not in ("cost_usd", "gpu_hours"):
+            raise ValueError(f"oracle.objective is {self.objective!r}; use 'cost_usd' or 'gpu_hours'")
         object.__setattr__(self, "options", tuple(str(o) for o in self.options))
 
 
@@ -228,7 +234,7 @@ def build_oracle(cluster: ClusterSpec, series: Sequence[ArrivalSeries], settings
                                                ready_offset)
         return plans[(row, option)]
 
-    # Measured (cost_usd, attainment) per Deployment and option.
+    # Measured (objective, attainment) per Deployment and option.
     measured: dict[tuple[int, int], tuple[float, float]] = {}
     for option in candidate_options(cluster, settings):
         rows = [row for row in range(len(windows)) if ctx.fits[row, option]]
@@ -237,7 +243,7 @@ def build_oracle(cluster: ClusterSpec, series: Sequence[ArrivalSeries], settings
         chosen = np.where(ctx.fits[:, option], option, initial)
         schedule = np.stack([plan(row, int(chosen[row])) for row in range(len(windows))], axis=1)
         trace = run_episode(OracleController(schedule, chosen), cluster, windows, seed=seed)
-        cost = trace.array("cost_usd").sum(axis=0)
+        cost = trace.array(settings.objective).sum(axis=0)
         met = trace.array("slo_met").sum(axis=0)
         arrivals = trace.array("arrivals").sum(axis=0)
         for row in rows:

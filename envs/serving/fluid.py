@@ -185,8 +185,10 @@ def serving_inputs(state: SimState, params: SimParams) -> ServingInputs:
     arrivals = base * state.rate_scale
     has_requests = base > 0
     safe_arrivals = np.maximum(base, 1e-9)
-    input_tokens = np.where(has_requests, params.bank.input_tokens[pos] / safe_arrivals, state.input_tokens)
-    output_tokens = np.where(has_requests, params.bank.output_tokens[pos] / safe_arrivals, state.output_tokens)
+    input_tokens = np.where(has_requests, params.bank.input_tokens[pos] / safe_arrivals * state.input_scale,
+                            state.input_tokens)
+    output_tokens = np.where(has_requests, params.bank.output_tokens[pos] / safe_arrivals * state.output_scale,
+                             state.output_tokens)
     capacity, prefill, itl = _ready_capacity(params, state, input_tokens, output_tokens)
     return ServingInputs(
         pos=pos,

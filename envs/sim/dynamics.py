@@ -60,14 +60,17 @@ def reset_envs(state: SimState, params: SimParams, seed: int, env_ids: np.ndarra
     if len(env_ids) == 0:
         return
     state.episode[env_ids] += 1
-    rate_scale, starts = randomize_envs(params, seed, env_ids, global_ids, state.episode[env_ids])
+    rate_scale, starts, option, replicas, tokens = randomize_envs(
+        params, seed, env_ids, global_ids, state.episode[env_ids])
     state.rate_scale[env_ids] = rate_scale
+    state.input_scale[env_ids] = tokens[..., 0]
+    state.output_scale[env_ids] = tokens[..., 1]
     state.trace_pos[env_ids] = starts
     state.t[env_ids] = 0
-    state.option[env_ids] = params.initial_option[None, :]
+    state.option[env_ids] = option
     state.old_option[env_ids] = -1
-    state.desired[env_ids] = params.initial_replicas[None, :]
-    state.ready[env_ids] = params.initial_replicas[None, :]
+    state.desired[env_ids] = replicas
+    state.ready[env_ids] = replicas
     for name in (
         "pending", "old_ready", "draining_pods", "backlog", "arrivals", "running", "ttft_p50_s",
         "ttft_p95_s", "ttft_p99_s", "e2e_p95_s", "utilization", "dropped", "slo_met", "served",
@@ -85,27 +88,37 @@ def reset_envs(state: SimState, params: SimParams, seed: int, env_ids: np.ndarra
 
 
 def _episode_references(state: SimState, params: SimParams, env_ids: np.ndarray) -> None:
-    """Store each episode's mean arrivals per tick and the cost of serving them cheaply.
+    """Store each episode's mean arrivals per tick and the cost and GPU-hours of serving them cheaply.
 
     Both come from the trace window, which the reward may see; observations never do.
     """
     window = state.trace_pos[env_ids][..., None] + np.arange(params.episode_ticks)
     requests = params.bank.requests[window]
     total = np.maximum(requests.sum(axis=-1), 1e-9)
-    mean_in = params.bank.input_tokens[window].sum(axis=-1) / total
-    mean_out = params.bank.output_tokens[window].sum(axis=-1) / total
+    mean_in = params.bank.input_tokens[window].sum(axis=-1) / total * state.input_scale[env_ids]
+    mean_out = params.bank.output_tokens[window].sum(axis=-1) / total * state.output_scale[env_ids]
     mean_arrivals = requests.mean(axis=-1) * state.rate_scale[env_ids]
     cap = replica_capacity_rps(
         params.prefill_tps[None], params.decode_tps[None], params.max_concurrency[None], params.itl_s[None],
         mean_in[..., None], mean_out[..., None],
     )
-    price = params.option_price_per_hour[None, None, :]
-    per_rps = np.where(cap > 0, price / np.maximum(cap, 1e-9), np.inf).min(axis=-1)
-    cheapest_replica = np.where(params.fits, params.option_price_per_hour[None, :], np.inf).min(axis=-1)
-    hourly = np.maximum(mean_arrivals / params.tick_s * per_rps / REFERENCE_UTILIZATION,
-                        np.maximum(params.min_replicas, 1.0)[None, :] * cheapest_replica[None, :])
     state.episode_mean_arrivals[env_ids] = np.maximum(mean_arrivals, 1e-6)
-    state.reference_cost[env_ids] = hourly * params.tick_s / 3600.0
+    tick_h = params.tick_s / 3600.0
+    for target, per_hour in ((state.reference_cost, params.option_price_per_hour),
+                             (state.reference_gpu_hours, params.option_gpu_equivalents)):
+        target[env_ids] = _cheapest_hourly(params, cap, mean_arrivals, per_hour) * tick_h
+
+
+def _cheapest_hourly(params: SimParams, cap: np.ndarray, mean_arrivals: np.ndarray, per_hour: np.ndarray) -> np.ndarray:
+    """Return the hourly amount (dollars or GPUs) of serving ``mean_arrivals`` on the cheapest option.
+
+    The load is served at REFERENCE_UTILIZATION, with at least min_replicas
+    (and at least one replica) of the option cheapest per replica.
+    """
+    per_rps = np.where(cap > 0, per_hour[None, None, :] / np.maximum(cap, 1e-9), np.inf).min(axis=-1)
+    cheapest_replica = np.where(params.fits, per_hour[None, :], np.inf).min(axis=-1)
+    return np.maximum(mean_arrivals / params.tick_s * per_rps / REFERENCE_UTILIZATION,
+                      np.maximum(params.min_replicas, 1.0)[None, :] * cheapest_replica[None, :])
 
 
 def _grant_in_order(free: np.ndarray, demand: np.ndarray) -> np.ndarray:

@@ -30,9 +30,19 @@ class Randomization:
     rate_scale: tuple[float, float] = (1.0, 1.0)
     startup_scale: tuple[float, float] = (1.0, 1.0)
     cluster_scale: tuple[float, float] = (1.0, 1.0)
+    # Factors on the tokens of every request, drawn per episode and Deployment:
+    # the same trace then stands for services with longer or shorter prompts
+    # and answers.
+    input_token_scale: tuple[float, float] = (1.0, 1.0)
+    output_token_scale: tuple[float, float] = (1.0, 1.0)
     # Start each episode at a random tick of a random series; off, every
     # episode starts at tick 0 of the first series (evaluation).
     random_window: bool = True
+    # Probability that an episode starts from a random allocation: every
+    # Deployment on a random option that fits its model, with a random
+    # replica count in [min_replicas, max_replicas]. A policy that has only
+    # seen its configured start never learns to leave a bad option.
+    initial_allocation: float = 0.0
 
 
 @dataclass
@@ -205,7 +215,8 @@ def randomize_envs(
 
     Keying on the global id lets a scalar env replay row i of a batch. Startup
     ticks and slot capacity of those rows are updated in place. Returns
-    (rate scale (n, D), trace start index into the bank (n, D)).
+    (rate scale (n, D), trace start index into the bank (n, D), initial option
+    (n, D), initial replicas (n, D), input and output token scale (n, D, 2)).
     """
     r = params.randomization
     n = len(rows)
@@ -229,7 +240,52 @@ def randomize_envs(
         seg_len = np.array([e[1] for e in entries])[seg]
         room = np.maximum(seg_len - params.episode_ticks, 0)
         starts[:, col] = seg_start + np.floor(where[:, col] * (room + 1)).astype(np.int64)
-    return rate_scale, starts
+    option, replicas = _initial_allocation(params, seed, rows, env_ids, episode)
+    tokens = np.stack([_log_uniform(uniform(seed, env_ids, episode, 9, d), r.input_token_scale),
+                       _log_uniform(uniform(seed, env_ids, episode, 10, d), r.output_token_scale)], axis=-1)
+    return rate_scale, starts, option, replicas, tokens
+
+
+def _initial_allocation(
+    params: SimParams, seed: int, rows: np.ndarray, env_ids: np.ndarray, episode: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw each row's starting (option, replicas), both (n, D).
+
+    A drawn allocation that does not fit the row's slots or quota falls back
+    to the configured start for that row, so every episode starts on pods the
+    scheduler could have placed.
+    """
+    n, d = len(rows), params.n_deployments
+    option = np.tile(params.initial_option, (n, 1)).astype(np.int64)
+    replicas = np.tile(params.initial_replicas, (n, 1))
+    chance = float(params.randomization.initial_allocation)
+    if chance <= 0.0 or n == 0:
+        return option, replicas
+    drawn = uniform(seed, env_ids, episode, 6, 1)[:, 0] < chance
+    pick = uniform(seed, env_ids, episode, 7, d)
+    count = uniform(seed, env_ids, episode, 8, d)
+    # Options a Deployment can start on: the model fits and its slot kind exists.
+    startable = params.fits & (params.base_slot_capacity[params.option_kind] >= params.option_devices)[None, :]
+    for col in range(d):
+        choices = np.flatnonzero(startable[col])
+        if len(choices) == 0:
+            continue
+        index = np.minimum((pick[:, col] * len(choices)).astype(np.int64), len(choices) - 1)
+        low, high = params.min_replicas[col], params.max_replicas[col]
+        option[drawn, col] = choices[index[drawn]]
+        replicas[drawn, col] = np.floor(low + count[drawn, col] * (high - low + 1)).clip(low, high)
+    # Reject rows whose pods exceed their slots or a quota.
+    used = np.zeros((n, len(params.slot_kinds)))
+    quota = np.zeros((n, len(params.quota_keys)))
+    for col in range(d):
+        pods = replicas[:, col]
+        np.add.at(used, (np.arange(n), params.option_kind[option[:, col]]), params.option_devices[option[:, col]] * pods)
+        quota += params.option_quota[option[:, col]] * pods[:, None]
+    fits = (used <= params.slot_capacity[rows]).all(axis=1) & (quota <= params.quota_limit[rows]).all(axis=1)
+    keep = drawn & fits
+    option = np.where(keep[:, None], option, params.initial_option[None, :])
+    replicas = np.where(keep[:, None], replicas, params.initial_replicas[None, :])
+    return option.astype(np.int64), replicas
 
 
 def _log_uniform(u: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:

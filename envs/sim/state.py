@@ -22,10 +22,14 @@ class SimState:
     episode: np.ndarray  # (E,) episodes started so far, the counter of the random streams
     trace_pos: np.ndarray  # (E, D) bank index of tick 0 of this episode
     rate_scale: np.ndarray  # (E, D)
+    # Factors on each request's input and output tokens (domain randomisation).
+    input_scale: np.ndarray  # (E, D)
+    output_scale: np.ndarray  # (E, D)
     # Mean arrivals per tick over this episode's window, and the cost per tick of
     # serving that mean on the cheapest option; the reward's normalisers.
     episode_mean_arrivals: np.ndarray  # (E, D)
     reference_cost: np.ndarray  # (E, D) USD per tick
+    reference_gpu_hours: np.ndarray  # (E, D) GPU-hours per tick, the same for GPU-hours
     option: np.ndarray  # (E, D) option of the current pod template
     old_option: np.ndarray  # (E, D) option of pods still draining after a change, -1 if none
     desired: np.ndarray  # (E, D) spec.replicas
@@ -64,8 +68,11 @@ def zeros_state(params: SimParams) -> SimState:
         episode=np.zeros(e, dtype=np.int64),
         trace_pos=np.zeros(ed, dtype=np.int64),
         rate_scale=np.ones(ed),
+        input_scale=np.ones(ed),
+        output_scale=np.ones(ed),
         episode_mean_arrivals=np.ones(ed),
         reference_cost=np.ones(ed),
+        reference_gpu_hours=np.ones(ed),
         option=np.zeros(ed, dtype=np.int64),
         old_option=np.full(ed, -1, dtype=np.int64),
         desired=f(),
