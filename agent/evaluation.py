@@ -81,7 +81,8 @@ def run_episode(
     names = [d.name for d in cluster.deployments]
     batch = sim.reset(seed=seed)
     controller.reset(ctx, names, cluster.tick_s)
-    trace = EpisodeTrace(tick_s=cluster.tick_s, option_names=cluster.catalog.option_names)
+    trace = EpisodeTrace(tick_s=cluster.tick_s, option_names=cluster.catalog.option_names,
+                         deployment_names=tuple(d.name for d in cluster.deployments))
     for tick in range(ticks):
         replicas, option = controller.decide(batch, now_s=tick * cluster.tick_s)
         info = sim.step(replicas, option, serving=serving)

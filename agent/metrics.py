@@ -23,6 +23,7 @@ class EpisodeTrace:
 
     tick_s: float
     option_names: tuple[str, ...]
+    deployment_names: tuple[str, ...] = ()
     arrivals: list[np.ndarray] = field(default_factory=list)
     slo_met: list[np.ndarray] = field(default_factory=list)
     dropped: list[np.ndarray] = field(default_factory=list)
@@ -120,4 +121,23 @@ def summarize(trace: EpisodeTrace) -> dict:
         "allocation_changes": int(trace.array("option_changes").sum()),
         "pending_pod_seconds": float(pending.sum() * trace.tick_s),
         "gpu_hours_by_option": per_option,
+        "allocations": _allocations(trace, gpu_hours, option),
     }
+
+
+def _allocations(trace: EpisodeTrace, gpu_hours: np.ndarray, option: np.ndarray) -> dict[str, dict]:
+    """Return, per Deployment, its options in the order it used them, its changes and GPU-hours per option."""
+    result: dict[str, dict] = {}
+    if option.size == 0:
+        return result
+    changes = trace.array("option_changes")
+    for column, name in enumerate(trace.deployment_names):
+        sequence = [trace.option_names[int(option[0, column])]]
+        for index in option[1:, column]:
+            if trace.option_names[int(index)] != sequence[-1]:
+                sequence.append(trace.option_names[int(index)])
+        hours = {trace.option_names[int(o)]: float(gpu_hours[option[:, column] == o, column].sum())
+                 for o in np.unique(option[:, column])}
+        result[name] = {"options": sequence, "allocation_changes": int(changes[:, column].sum()),
+                        "gpu_hours_by_option": {o: h for o, h in hours.items() if h > 0}}
+    return result

@@ -86,7 +86,30 @@ def render_markdown(records: list[Mapping]) -> str:
             lines.append(f"| {controller} | " + " | ".join(cells) + " |")
         lines.append("")
         lines.extend(_option_hours_table(trace, groups))
+        lines.extend(_allocation_table(trace, groups))
     return "\n".join(lines)
+
+
+def _allocation_table(trace: str, groups: Mapping[tuple[str, str], list[Mapping]]) -> list[str]:
+    """Return the lines of a table of each Deployment's options, allocation changes and GPU-hours per controller.
+
+    The option sequence is that of the first seed; changes and GPU-hours are means over seeds.
+    """
+    rows_out = []
+    for (t, controller), rows in sorted(groups.items()):
+        if t != trace or not rows[0].get("allocations"):
+            continue
+        for deployment, first in rows[0]["allocations"].items():
+            per_seed = [r.get("allocations", {}).get(deployment, {}) for r in rows]
+            changes = np.mean([float(a.get("allocation_changes", 0)) for a in per_seed])
+            hours = np.mean([sum(float(h) for h in a.get("gpu_hours_by_option", {}).values()) for a in per_seed])
+            sequence = " → ".join(first.get("options", []))
+            rows_out.append(f"| {controller} | {deployment} | {sequence} | {changes:.1f} | {hours:.3f} |")
+    if not rows_out:
+        return []
+    return ["Allocation per Deployment (options in the order of the first seed; means over seeds):", "",
+            "| controller | Deployment | options | alloc changes | GPU-hours |", "|---|---|---|---|---|",
+            *rows_out, ""]
 
 
 def _option_hours_table(trace: str, groups: Mapping[tuple[str, str], list[Mapping]]) -> list[str]:
