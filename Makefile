@@ -37,7 +37,8 @@ default-policy: $(STAMP)
 
 # The same for four models sharing the mixed cluster (conf/workload/multi.yaml).
 multi-policy: $(STAMP)
-	$(BIN)/python scripts/train.py cluster=mixed workload=multi hydra.run.dir=outputs/multi-policy
+	$(BIN)/python scripts/train.py cluster=mixed workload=multi algo.total_timesteps=600000 \
+	    hydra.run.dir=outputs/multi-policy
 	mkdir -p checkpoints/multi
 	cp outputs/multi-policy/policy.safetensors outputs/multi-policy/policy.json checkpoints/multi/
 	$(BIN)/python scripts/evaluate.py cluster=mixed workload=multi record_in_checkpoint=true \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -242,9 +243,31 @@ def write_report(records: list[Mapping], out_dir: Path, sources: Iterable[Path] 
             path = render_pareto(subset, out_dir / f"pareto_{_slug(trace)}_{key}.png", cost_key=key)
             written.append(path)
             lines += [f"![{trace}: {label} versus SLO attainment]({path.name})", ""]
+    series = _copy_time_series(sources, out_dir)
+    if series:
+        lines += ["## Time series", "", "Load, replicas, TTFT p95 and GPUs held per controller, one plot per trace and seed.", ""]
+        lines += [f"![{path.stem}]({path.name})" for path in series] + [""]
+        written.extend(series)
     report = out_dir / "report.md"
     write_text_atomic(report, "\n".join(lines))
     return [report, *written]
+
+
+def _copy_time_series(sources: Iterable[Path], out_dir: Path) -> list[Path]:
+    """Copy the time-series PNGs that evaluation wrote beside each results.json into ``out_dir``.
+
+    Two sources with plots of the same name get a numbered prefix, so that no plot is overwritten.
+    """
+    copied: list[Path] = []
+    sources = [Path(p) for p in sources]
+    for number, source in enumerate(sources):
+        for plot in sorted(source.parent.glob("timeseries_*.png")):
+            name = plot.name if len(sources) == 1 else f"{number + 1}_{plot.name}"
+            target = out_dir / name
+            if plot.resolve() != target.resolve():
+                shutil.copyfile(plot, target)
+            copied.append(target)
+    return copied
 
 
 def _slug(text: str) -> str:

@@ -6,7 +6,8 @@
 Writes report.md (one table per trace: mean and 95 % confidence interval over
 seeds for every controller) and, per trace, pareto_<trace>_cost_usd.png and
 pareto_<trace>_gpu_hours.png (cost versus SLO attainment) into the output
-folder, and prints the tables.
+folder, copies the time-series plots that evaluation wrote beside each
+results.json, and prints the tables.
 """
 
 from __future__ import annotations

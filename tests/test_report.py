@@ -79,3 +79,21 @@ def test_summary_records_allocation_sequence():
     assert math.isclose(allocations["a"]["gpu_hours_by_option"]["h100-1"], 2.0 / 240.0)
     assert allocations["b"]["options"] == ["h100-1"]
     assert allocations["b"]["allocation_changes"] == 0
+
+
+def test_report_includes_time_series(tmp_path):
+    import json
+
+    from agent.report import load_results, write_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [record("policy", 0, 1.0, {"h100-1": 1.0}), record("hpa", 0, 2.0, {"h100-1": 2.0})]
+    (run / "results.json").write_text(json.dumps({"records": records}))
+    (run / "timeseries_t_seed0.png").write_bytes(b"\x89PNG plot")
+    out = tmp_path / "report"
+    written = write_report(load_results([run / "results.json"]), out, sources=[run / "results.json"])
+    text = (out / "report.md").read_text()
+    assert "![timeseries_t_seed0](timeseries_t_seed0.png)" in text
+    assert (out / "timeseries_t_seed0.png").read_bytes() == b"\x89PNG plot"
+    assert out / "pareto_t_gpu_hours.png" in written
