@@ -83,6 +83,9 @@ class TraceConf:
     seed: Optional[int] = None
     mean_input_tokens: Optional[float] = None
     mean_output_tokens: Optional[float] = None
+    # Window of a per-second series (kind nasa), in days from its first second.
+    start_day: Optional[float] = None
+    days: Optional[float] = None
 
 
 @dataclass

@@ -7,11 +7,14 @@ be accepted with the documented meaning.
 
 from __future__ import annotations
 
+import bz2
+import io
 import json
 import os
 import pickle
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -27,9 +30,11 @@ from envs.traces import (
     load_trace,
     read_azure_llm,
     read_mooncake,
+    read_nasa_http,
     read_servegen,
     to_series,
 )
+from envs.traces import nasa
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
@@ -173,6 +178,137 @@ def test_servegen_rejects(tmp_path: Path, text: str, row: int, problem: str) -> 
     assert caught.value.path == str(path)
     assert caught.value.row == row
     assert problem in str(caught.value)
+
+
+def write_tbz2(folder: Path, name: str, members: dict[str, bytes], directories: tuple[str, ...] = ()) -> Path:
+    """Write a bzip2-compressed tar with the files ``members`` and the empty folders ``directories``."""
+    path = folder / name
+    with tarfile.open(path, mode="w:bz2") as archive:
+        for directory in directories:
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        for member, content in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_nasa_odd_whitespace_and_leading_zeros(tmp_path: Path) -> None:
+    path = tmp_path / "workload.txt"
+    path.write_bytes(b"\r\n  007\t0\x0b1\x0c 0000000000000000000000002\r\n\n")
+
+    assert read_nasa_http(path).rate_per_s.tolist() == [7.0, 0.0, 1.0, 2.0]
+
+
+NASA_FIX = "Write each count as a whole number >= 0 in decimal digits, separated by spaces."
+NASA_CASES = [
+    ("negative", b"0 1 -3", 1, "value 3 (second 2)", "'-3' is negative.", NASA_FIX),
+    ("NaN", b"1 nan", 1, "value 2 (second 1)", "'nan' is not a number.", NASA_FIX),
+    ("infinite", b"1 inf", 1, "value 2 (second 1)", "'inf' is not a whole number.", NASA_FIX),
+    ("minus zero", b"-0 1", 1, "value 1 (second 0)", "'-0' is not written in plain decimal digits.", NASA_FIX),
+    ("full-width digits", "1 \uff11\uff12".encode(), 1, "value 2 (second 1)",
+     "is not written in plain decimal digits.", NASA_FIX),
+    ("commas", b"1,2,3", 1, "value 1 (second 0)", "'1,2,3' is not a number.", NASA_FIX),
+    ("not UTF-8", b"1 \xff 2", 1, "value 2 (second 1)", "'\ufffd' is not a number.", NASA_FIX),
+    ("NUL byte", b"1 2\x00 3", 1, "value 2 (second 1)", "'2\\x00' is not a number.", NASA_FIX),
+    ("third line", b"1\n2\n3 4 -5", 3, "value 3 (second 4)", "'-5' is negative.", NASA_FIX),
+    ("30 digits", b"1 " + b"9" * 30, 1, "value 2 (second 1)", "the count '999999999999999999999999999999' is above",
+     "a unit or parsing mistake"),
+    ("5000 digits", b"9" * 5000, 1, "value 1 (second 0)", "(5002 characters) is above 1e+09",
+     "a unit or parsing mistake"),
+    ("empty file", b"", 1, "value 1 (second 0)", "the file has no counts.", "at least one count"),
+]
+
+
+@pytest.mark.parametrize(("case", "content", "row", "column", "problem", "fix"), NASA_CASES,
+                         ids=[case[0] for case in NASA_CASES])
+def test_nasa_rejects(tmp_path: Path, case: str, content: bytes, row: int, column: str, problem: str,
+                      fix: str) -> None:
+    path = tmp_path / "workload.txt"
+    path.write_bytes(content)
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert (caught.value.path, caught.value.row, caught.value.column) == (str(path), row, column)
+    assert problem in str(caught.value)
+    assert fix in str(caught.value)
+    assert len(str(caught.value)) < 400
+
+
+def test_nasa_truncated_archive(tmp_path: Path) -> None:
+    whole = write_tbz2(tmp_path, "whole.tbz2", {"workload.txt": b"1 2 3 " * 1000})
+    path = tmp_path / "workload.tbz2"
+    path.write_bytes(whole.read_bytes()[:60])
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert (caught.value.row, caught.value.column) == (1, "archive")
+    assert "the file is not a complete bzip2-compressed tar archive" in str(caught.value)
+    assert "copied completely" in str(caught.value)
+
+
+def test_nasa_bzip2_without_tar(tmp_path: Path) -> None:
+    path = tmp_path / "workload.txt.bz2"
+    path.write_bytes(bz2.compress(b"1 2 3"))
+
+    with pytest.raises(TraceFormatError, match=r"not a complete bzip2-compressed tar archive.*extracted workload\.txt"):
+        read_nasa_http(path)
+
+
+def test_nasa_folder_named_like_member(tmp_path: Path) -> None:
+    path = write_tbz2(tmp_path, "workload.tbz2", {}, directories=("workload.txt",))
+
+    with pytest.raises(TraceFormatError, match=r"no regular file named workload\.txt \(found 'workload\.txt'\)"):
+        read_nasa_http(path)
+
+
+def test_nasa_series_over_span_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real limit is 31,622,400 counts (366 days), too many for a quick test, so it is lowered to 3.
+    monkeypatch.setattr(nasa, "MAX_NASA_SLOTS", 3)
+    path = tmp_path / "workload.txt"
+    path.write_text("1 2 3\n4 5", encoding="utf-8")
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert (caught.value.row, caught.value.column) == (2, "value 1 (second 3)")
+    assert "the series has 5 counts of 1 s" in str(caught.value)
+    assert "Split the series into shorter files" in str(caught.value)
+
+
+def test_nasa_archive_expanding_past_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 MB of counts compress to a few kilobytes. The text limit is lowered from 348 MB to 1 MB so
+    # that the test shows reading stops at the limit instead of holding the whole member.
+    monkeypatch.setattr(nasa, "MAX_NASA_TEXT_BYTES", 1 << 20)
+    path = write_tbz2(tmp_path, "workload.tbz2", {"workload.txt": b"0 " * (2 << 20)})
+    assert path.stat().st_size < 10_000
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert (caught.value.row, caught.value.column) == (1, "archive")
+    assert "the count text is larger than 1,048,576 bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"start_day": 1}, r"'start_day' is 1, but .* covers 0\.000104167 days \(9 s\)\. Give a start_day below"),
+        ({"start_day": 0.0001, "days": 0.0001}, r"'days' is 0\.0001, so the window ends at day 0\.0002, past the end"),
+        ({"time_scale": 1e-7, "tick_s": 1}, r"tick_s=1 and time_scale=1e-07.*9e\+07 ticks"),
+    ],
+    ids=["start past the end", "days past the end", "too many ticks"],
+)
+def test_nasa_spec_rejects(tmp_path: Path, extra: dict, message: str) -> None:
+    path = tmp_path / "workload.txt"
+    path.write_text("1 0 2 3 0 4 5 0 6", encoding="utf-8")
+
+    with pytest.raises(TraceSpecError, match=message):
+        load_trace({"kind": "nasa", "path": str(path), **extra})
 
 
 def test_too_many_ticks_names_tick_s(tmp_path: Path) -> None:

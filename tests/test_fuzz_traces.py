@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import tarfile
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,10 +31,12 @@ from envs.traces import (
     rate_to_series,
     read_azure_llm,
     read_mooncake,
+    read_nasa_http,
     read_servegen,
     to_series,
 )
 from envs.traces.parsing import MAX_TOKENS_PER_REQUEST, MAX_TRACE_SPAN_S
+from envs.traces.readers import MAX_RATE_PER_S
 
 SUITE_SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 START = datetime(2023, 11, 16, 18, 0, 0)
@@ -190,10 +193,126 @@ def check_servegen(files: dict[str, str]) -> None:
     assert math.isclose(series.requests.sum(), expected, rel_tol=1e-6, abs_tol=1e-6)
 
 
+# NASA per-second counts
+
+NASA_SEPARATORS = [" ", " ", " ", "  ", "\n", "\t", "\r\n", "\x0b", "\x0c"]
+
+
+@st.composite
+def nasa_files(draw: st.DrawFn) -> tuple[bytes, list[int] | None]:
+    """Return a NASA count file, as text or as a bzip2 tar and mostly valid, and its counts if it must parse.
+
+    The counts are None when a token was mangled, a count is above the limit,
+    or the archive was cut or has no ``workload.txt``: the reader may then
+    raise ``TraceFormatError``.
+    """
+    counts = draw(st.lists(st.integers(0, 30), max_size=40))
+    if counts and draw(st.integers(0, 5)) == 0:
+        counts[draw(st.integers(0, len(counts) - 1))] = draw(st.sampled_from([10**9, 10**9 + 1, 2**63, 10**30]))
+    tokens = [str(count) for count in counts]
+    expected: list[int] | None = counts if all(count <= MAX_RATE_PER_S for count in counts) else None
+    if tokens and draw(st.integers(0, 5)) == 0:
+        tokens[draw(st.integers(0, len(tokens) - 1))] = draw(cell_text)
+        expected = None
+    text = draw(st.sampled_from(["", " ", "\n"]))
+    for token in tokens:
+        text += token + draw(st.sampled_from(NASA_SEPARATORS))
+    content = text.encode("utf-8", errors="surrogatepass")
+    if not draw(st.booleans()):
+        return content, expected
+
+    member = draw(st.sampled_from(["workload.txt", "workload.txt", "data/workload.txt", "other.txt"]))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as archive:
+        info = tarfile.TarInfo(member)
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    archive_bytes = buffer.getvalue()
+    if member == "other.txt":
+        expected = None
+    if draw(st.integers(0, 5)) == 0:
+        archive_bytes = archive_bytes[: draw(st.integers(0, len(archive_bytes)))]
+        expected = None
+    return archive_bytes, expected
+
+
+def _read_nasa_bytes(content: bytes) -> Any:
+    def write(folder: Path) -> Path:
+        path = folder / "workload.tbz2"
+        path.write_bytes(content)
+        return path
+
+    return in_temp_dir(write, read_nasa_http)
+
+
+def check_nasa(case: tuple[bytes, list[int] | None]) -> None:
+    content, expected = case
+    try:
+        trace = _read_nasa_bytes(content)
+    except TraceFormatError:
+        assert not expected, f"valid counts {expected} were rejected"
+        return
+    if expected is not None:
+        assert trace.rate_per_s.tolist() == expected
+    assert len(trace) >= 1
+    assert trace.window_s == 1.0
+    assert np.all(trace.rate_per_s == np.floor(trace.rate_per_s))
+    assert trace.rate_per_s.min() >= 0
+    assert trace.rate_per_s.max() <= MAX_RATE_PER_S
+
+
+nasa_specs = st.fixed_dictionaries(
+    {},
+    optional={
+        "tick_s": st.floats(1e-3, 1e3) | st.sampled_from([1, 3, 15]),
+        "time_scale": st.floats(1e-3, 1e3) | st.sampled_from([1, 2, 0]),
+        "rate_scale": st.floats(1e-300, 1e300),
+        # The drawn files cover at most 40 s, which is 4.6e-4 days.
+        "start_day": st.floats(0, 6e-4) | st.sampled_from([-1, math.nan, "1"]) | st.none(),
+        "days": st.floats(0, 6e-4) | st.sampled_from([0, 1e-13, math.inf]) | st.none(),
+        "window_start_s": st.floats(0, 50) | st.none(),
+        "window_end_s": st.floats(0, 50) | st.none(),
+        "split": st.sampled_from(["all", "train", "held_out"]),
+        "train_fraction": st.floats(0, 1),
+        "mean_input_tokens": st.floats(0, 1e6) | st.none(),
+    },
+)
+
+
+def check_nasa_loader(case: tuple[tuple[bytes, list[int] | None], dict[str, Any]]) -> None:
+    (content, expected), extra = case
+
+    def write(folder: Path) -> Path:
+        path = folder / "workload.tbz2"
+        path.write_bytes(content)
+        return path
+
+    try:
+        series = in_temp_dir(write, lambda path: load_trace({"kind": "nasa", "path": str(path), **extra}))
+    except (TraceFormatError, TraceSpecError):
+        return
+    assert len(series) >= 1
+    assert series.start_s >= 0
+    assert np.all(np.isfinite(series.requests))
+    if expected is not None:
+        total = sum(expected) * extra.get("rate_scale", 1.0)
+        assert series.requests.sum() <= total * (1 + 1e-9) + 1e-9
+        whole = all(extra.get(key) is None for key in ("start_day", "days", "window_start_s", "window_end_s"))
+        if whole and extra.get("split", "all") == "all":
+            assert math.isclose(series.requests.sum(), total, rel_tol=1e-9, abs_tol=1e-9)
+
+
 # Arbitrary bytes and loader specs
 
 
 def check_bytes(content: bytes) -> None:
+    try:
+        trace = _read_nasa_bytes(content)
+    except TraceFormatError:
+        pass
+    else:
+        assert len(trace) >= 1
+        assert trace.rate_per_s.max() <= MAX_RATE_PER_S
     for name, reader in (("trace.csv", read_azure_llm), ("trace.jsonl", read_mooncake)):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
@@ -247,6 +366,8 @@ PROPERTIES: dict[str, tuple[st.SearchStrategy, Callable[[Any], None]]] = {
     "azure": (azure_files(), check_azure),
     "mooncake": (mooncake_files(), check_mooncake),
     "servegen": (servegen_folders(), check_servegen),
+    "nasa": (nasa_files(), check_nasa),
+    "nasa_loader": (st.tuples(nasa_files(), nasa_specs), check_nasa_loader),
     "bytes": (st.binary(max_size=300), check_bytes),
     "loader": (st.tuples(azure_files(), loader_specs), check_loader),
 }
@@ -268,6 +389,18 @@ def test_mooncake_reader_fuzz(case: tuple[str, int]) -> None:
 @given(PROPERTIES["servegen"][0])
 def test_servegen_reader_fuzz(files: dict[str, str]) -> None:
     check_servegen(files)
+
+
+@SUITE_SETTINGS
+@given(PROPERTIES["nasa"][0])
+def test_nasa_reader_fuzz(case: tuple[bytes, list[int] | None]) -> None:
+    check_nasa(case)
+
+
+@SUITE_SETTINGS
+@given(PROPERTIES["nasa_loader"][0])
+def test_nasa_load_trace_fuzz(case: tuple[tuple[bytes, list[int] | None], dict[str, Any]]) -> None:
+    check_nasa_loader(case)
 
 
 @SUITE_SETTINGS

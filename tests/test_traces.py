@@ -8,6 +8,8 @@ the loader's message when the shared folder is missing.
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from envs.traces import (
     read_alibaba_genai_requests,
     read_azure_llm,
     read_mooncake,
+    read_nasa_http,
     read_servegen,
     resolve_trace_path,
     shared_traces_dir,
@@ -74,6 +77,17 @@ def assert_located(error: TraceFormatError, path: Path, row: int, column: str) -
     assert str(path) in str(error)
     assert f"row {row}," in str(error)
     assert f"column {column}:" in str(error)
+
+
+def write_tbz2(folder: Path, name: str, members: dict[str, bytes]) -> Path:
+    """Write a bzip2-compressed tar containing ``members`` (file name to content) and return its path."""
+    path = folder / name
+    with tarfile.open(path, mode="w:bz2") as archive:
+        for member, content in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return path
 
 
 def make_series(requests: list[float], tick_s: float = 15.0, start_s: float = 0.0) -> ArrivalSeries:
@@ -374,6 +388,221 @@ def test_servegen_deepseek_spans_one_day() -> None:
     assert float(trace.rate_per_s.max()) < 42.6
 
 
+# NASA HTTP reader
+
+# Nine 1-second slots over two lines, with uneven whitespace: slots 0..8 contain
+# 1, 0, 2, 3, 0, 4, 5, 0, 6 requests, 21 in all.
+NASA_TEXT = "1 0  2\t3 0 4\n5 0 6\n"
+NASA_COUNTS = [1, 0, 2, 3, 0, 4, 5, 0, 6]
+
+
+def nasa_day_counts(days: int) -> str:
+    """Return a count text of ``days`` whole days in which every second of day d has d + 1 requests."""
+    return " ".join(" ".join([str(day + 1)] * 86400) for day in range(days))
+
+
+def test_nasa_tbz2_and_txt_agree(tmp_path: Path) -> None:
+    text_path = write_text(tmp_path, "workload.txt", NASA_TEXT)
+    archive_path = write_tbz2(tmp_path, "workload.tbz2", {"workload.txt": NASA_TEXT.encode()})
+
+    from_text = read_nasa_http(text_path)
+    from_archive = read_nasa_http(archive_path)
+
+    for trace in (from_text, from_archive):
+        np.testing.assert_array_equal(trace.rate_per_s, NASA_COUNTS)
+        assert trace.window_s == 1.0
+        assert trace.duration_s == 9.0
+        assert (trace.mean_input_tokens, trace.mean_output_tokens) == (1000.0, 250.0)
+        assert trace.name == "workload"
+    assert from_archive.source == str(archive_path)
+
+
+def test_nasa_member_in_folder_is_found(tmp_path: Path) -> None:
+    path = write_tbz2(tmp_path, "nested.tbz2", {"README": b"notes", "nasa/workload.txt": b"4 5"})
+
+    np.testing.assert_array_equal(read_nasa_http(path).rate_per_s, [4, 5])
+
+
+def test_nasa_load_bins_ticks(tmp_path: Path) -> None:
+    path = write_tbz2(tmp_path, "workload.tbz2", {"workload.txt": NASA_TEXT.encode()})
+    base = {"kind": "nasa", "path": str(path)}
+
+    # Ticks of 3 s: 1+0+2, 3+0+4, 5+0+6.
+    threes = load_trace({**base, "tick_s": 3})
+    np.testing.assert_array_equal(threes.requests, [3, 7, 11])
+    np.testing.assert_array_equal(threes.input_tokens, [3000, 7000, 11000])
+    np.testing.assert_array_equal(threes.output_tokens, [750, 1750, 2750])
+    assert threes.start_s == 0.0
+
+    # Ticks of 4 s: 1+0+2+3, 0+4+5+0, and a last tick of 1 s with 6.
+    fours = load_trace({**base, "tick_s": 4, "mean_input_tokens": 10, "mean_output_tokens": 0})
+    np.testing.assert_array_equal(fours.requests, [6, 9, 6])
+    np.testing.assert_array_equal(fours.input_tokens, [60, 90, 60])
+    np.testing.assert_array_equal(fours.output_tokens, [0, 0, 0])
+
+    # rate_scale 2 doubles requests and tokens.
+    doubled = load_trace({**base, "tick_s": 3, "rate_scale": 2})
+    np.testing.assert_array_equal(doubled.requests, [6, 14, 22])
+    np.testing.assert_array_equal(doubled.input_tokens, [6000, 14000, 22000])
+
+    # time_scale 2 makes each slot 0.5 s, so a tick of 3 s contains six slots: 1+0+2+3+0+4 and 5+0+6.
+    faster = load_trace({**base, "tick_s": 3, "time_scale": 2})
+    np.testing.assert_array_equal(faster.requests, [10, 11])
+
+    # The split applies to the ticks: 0.7 of 3 ticks is 2 for training.
+    train = load_trace({**base, "tick_s": 3, "split": "train"})
+    held_out = load_trace({**base, "tick_s": 3, "split": "held_out"})
+    np.testing.assert_array_equal(train.requests, [3, 7])
+    np.testing.assert_array_equal(held_out.requests, [11])
+    assert held_out.start_s == 6.0
+
+
+def test_nasa_day_window(tmp_path: Path) -> None:
+    path = write_text(tmp_path, "workload.txt", nasa_day_counts(3))
+    base = {"kind": "nasa", "path": str(path), "tick_s": 3600}
+
+    # Day 1 alone: 24 hours of 2 requests per second, 7200 per hour.
+    day_one = load_trace({**base, "start_day": 1, "days": 1})
+    np.testing.assert_array_equal(day_one.requests, [7200] * 24)
+    assert day_one.start_s == 86400.0
+    assert day_one.mean_rate() == 2.0
+
+    # From the middle of day 0 for one day: 12 hours of day 0, then 12 of day 1.
+    straddling = load_trace({**base, "start_day": 0.5, "days": 1})
+    np.testing.assert_array_equal(straddling.requests, [3600] * 12 + [7200] * 12)
+    assert straddling.start_s == 43200.0
+
+    # The split applies inside the window: half of it for training, half held out.
+    held_out = load_trace({**base, "start_day": 0.5, "days": 1, "split": "held_out", "train_fraction": 0.5})
+    np.testing.assert_array_equal(held_out.requests, [7200] * 12)
+    assert held_out.start_s == 86400.0
+
+    # Without days the window runs to the end: days 2 and 3 (3 requests per second in day 2).
+    to_end = load_trace({**base, "start_day": 2})
+    np.testing.assert_array_equal(to_end.requests, [10800] * 24)
+
+    # window_start_s and window_end_s then cut seconds of the whole series inside the days.
+    hour = load_trace({**base, "start_day": 1, "days": 1, "window_start_s": 90000, "window_end_s": 93600})
+    np.testing.assert_array_equal(hour.requests, [7200])
+    assert hour.start_s == 90000.0
+
+    # time_scale 2 halves the time axis, so day 1 starts at 43200 s and each tick of 1 h contains 2 h of slots.
+    faster = load_trace({**base, "start_day": 1, "days": 1, "time_scale": 2})
+    np.testing.assert_array_equal(faster.requests, [14400] * 12)
+    assert faster.start_s == 43200.0
+
+    # start_day and days of null, as a config may give them, select the whole series.
+    whole = load_trace({**base, "start_day": None, "days": None})
+    np.testing.assert_array_equal(whole.requests, load_trace(base).requests)
+    assert whole.start_s == 0.0
+
+    # A window shorter than a second widens to the whole second it starts in.
+    one_second = load_trace({**base, "start_day": 1, "days": 1e-9})
+    np.testing.assert_array_equal(one_second.requests, [2])
+    assert one_second.duration_s == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"start_day": 3}, r"'start_day' is 3, but .* covers 3 days \(259,200 s\)\. Give a start_day below 3"),
+        ({"start_day": 1, "days": 2.5}, r"'days' is 2\.5, so the window ends at day 3\.5, past the end .*days <= 2\.000000 "),
+        ({"days": 1e-13}, r"'days' is 1e-13, shorter than a microsecond, so it selects no second"),
+        ({"days": 0}, r"'days' is 0\. It must be > 0"),
+        ({"start_day": -1}, r"'start_day' is -1\. It must be >= 0"),
+        ({"start_day": "5"}, r"'start_day' is '5'\. Give a finite number"),
+        ({"seed": 1}, r"\['seed'\] apply only to kind 'servegen', not 'nasa'"),
+        ({"clients": [0]}, r"\['clients'\] apply only to kind 'servegen', not 'nasa'"),
+        ({"mean_input_tokens": -5}, r"'mean_input_tokens' is -5"),
+    ],
+)
+def test_nasa_rejects_bad_spec(tmp_path: Path, extra: dict, message: str) -> None:
+    path = write_text(tmp_path, "workload.txt", nasa_day_counts(3))
+
+    with pytest.raises(TraceSpecError, match=message):
+        load_trace({"kind": "nasa", "path": str(path), **extra})
+
+
+def test_day_keys_apply_only_to_nasa() -> None:
+    with pytest.raises(TraceSpecError, match=r"\['start_day', 'days'\] apply only to kind 'nasa', not 'azure_llm'"):
+        load_trace({"kind": "azure_llm", "path": EMBEDDED_CODE, "start_day": 0, "days": 1})
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "row", "column", "problem"),
+    [
+        ("negative", "1 -2 3", 1, "value 2 (second 1)", "'-2' is negative."),
+        ("text", "1 2 abc 4", 1, "value 3 (second 2)", "'abc' is not a number."),
+        ("fraction", "1 2.5", 1, "value 2 (second 1)", "'2.5' is not a whole number."),
+        ("exponent", "1e3 2", 1, "value 1 (second 0)", "'1e3' is not written in plain decimal digits."),
+        ("second line", "1 2\n3 x 5", 2, "value 2 (second 3)", "'x' is not a number."),
+        ("above 1e9", "1 1000000001", 1, "value 2 (second 1)", "the count '1000000001' is above 1e+09"),
+        ("empty", "", 1, "value 1 (second 0)", "the file has no counts."),
+        ("whitespace only", " \n\t", 1, "value 1 (second 0)", "the file has no counts."),
+    ],
+)
+def test_nasa_malformed_file(tmp_path: Path, case: str, text: str, row: int, column: str, problem: str) -> None:
+    path = write_text(tmp_path, "workload.txt", text)
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert_located(caught.value, path, row, column)
+    assert problem in str(caught.value)
+
+
+def test_nasa_malformed_archive_names_archive(tmp_path: Path) -> None:
+    path = write_tbz2(tmp_path, "workload.tbz2", {"workload.txt": b"0 3 -1"})
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert_located(caught.value, path, 1, "value 3 (second 2)")
+    assert "Write each count as a whole number >= 0" in str(caught.value)
+
+
+def test_nasa_archive_without_member(tmp_path: Path) -> None:
+    path = write_tbz2(tmp_path, "workload.tbz2", {"counts.txt": b"1 2"})
+
+    with pytest.raises(TraceFormatError) as caught:
+        read_nasa_http(path)
+
+    assert_located(caught.value, path, 1, "archive")
+    assert "no regular file named workload.txt (found 'counts.txt')" in str(caught.value)
+
+
+def test_nasa_shared_trace_totals() -> None:
+    path = resolve_trace_path("shared:nasa_http_1995/workload.tbz2")
+
+    started = time.perf_counter()
+    trace = read_nasa_http(path)
+    elapsed = time.perf_counter() - started
+
+    counts = trace.rate_per_s
+    assert len(trace) == 5_059_950
+    assert counts.sum() == 3_461_610
+    assert counts.max() == 20
+    # Slots 0..2,381,544 are the July log. The outage is 135,851 zero seconds from slot 2,435,065 on.
+    assert counts[:2_381_545].sum() == 1_891_714
+    assert counts[2_435_065:2_435_065 + 135_851].sum() == 0
+    assert counts[2_435_064] > 0
+    assert counts[2_435_065 + 135_851] > 0
+    # 1.2 to 1.8 s on the 2-core development machine while a training run shared it, 1.1 s of it bzip2.
+    assert elapsed < 10.0
+
+
+def test_nasa_config_takes_one_week() -> None:
+    series = load_trace(OmegaConf.load(REPO_ROOT / "conf" / "trace" / "nasa.yaml"))
+
+    # Days 5 to 12 are 7 * 86400 / 15 = 40,320 ticks, before the outage from day 28.2 on.
+    assert len(series) == 40_320
+    assert series.start_s == 5 * 86400
+    # The raw mean of these days is 0.84 requests/s, scaled by 5.
+    assert series.mean_rate() == pytest.approx(4.2, abs=0.01)
+    assert series.input_tokens.sum() == pytest.approx(series.requests.sum() * 1000)
+    assert series.output_tokens.sum() == pytest.approx(series.requests.sum() * 250)
+
+
 # Rate traces to series
 
 
@@ -639,7 +868,7 @@ def test_trace_configs_exist() -> None:
 
     assert names == {
         "azure_code", "azure_conv", "mooncake", "servegen_m_large", "servegen_deepseek_r1",
-        "servegen_deepseek_r1_small", "alibaba_genai",
+        "servegen_deepseek_r1_small", "alibaba_genai", "nasa",
     }
     for path in TRACE_CONFIGS:
         assert path.read_text(encoding="utf-8").startswith("# "), f"{path} needs a comment line first"

@@ -1,4 +1,4 @@
-"""Workload traces: readers for public serving traces and the per-tick series the simulator replays.
+"""Workload traces: readers for public serving and web traces and the per-tick series the simulator replays.
 
 ``load_trace`` builds a series from a ``conf/trace`` spec. The readers and the
 record types are exported for scripts that work with traces directly.
@@ -15,6 +15,7 @@ from envs.traces.loader import (
     resolve_trace_path,
     shared_traces_dir,
 )
+from envs.traces.nasa import NASA_MEAN_INPUT_TOKENS, NASA_MEAN_OUTPUT_TOKENS, read_nasa_http
 from envs.traces.readers import (
     SERVEGEN_MEAN_INPUT_TOKENS,
     SERVEGEN_MEAN_OUTPUT_TOKENS,
@@ -32,6 +33,8 @@ from envs.traces.records import ArrivalSeries, RateTrace, RequestTrace
 __all__ = [
     "ArrivalSeries",
     "EMBEDDED_DATA",
+    "NASA_MEAN_INPUT_TOKENS",
+    "NASA_MEAN_OUTPUT_TOKENS",
     "REPO_ROOT",
     "RateTrace",
     "RequestTrace",
@@ -46,6 +49,7 @@ __all__ = [
     "read_alibaba_genai_requests",
     "read_azure_llm",
     "read_mooncake",
+    "read_nasa_http",
     "read_servegen",
     "resolve_trace_path",
     "servegen_clients",

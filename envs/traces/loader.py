@@ -19,6 +19,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from envs.traces.nasa import read_nasa_http
 from envs.traces.readers import (
     rate_to_series,
     read_alibaba_genai_requests,
@@ -42,14 +43,25 @@ REQUEST_READERS: dict[str, Callable[[Path], RequestTrace]] = {
     "mooncake": read_mooncake,
     "alibaba_genai": read_alibaba_genai_requests,
 }
-RATE_KINDS = ("servegen",)
+RATE_KINDS = ("nasa", "servegen")
 SPLITS = ("all", "train", "held_out")
 KNOWN_KEYS = frozenset({
     "kind", "path", "name", "tick_s", "time_scale", "rate_scale", "clients", "mean_input_tokens",
     "mean_output_tokens", "window_start_s", "window_end_s", "split", "train_fraction", "seed",
+    "start_day", "days",
 })
-# Keys that only make sense for a rate trace, which has no per-request data.
-RATE_ONLY_KEYS = ("clients", "mean_input_tokens", "mean_output_tokens", "seed")
+# Keys that apply only to some kinds, with those kinds. Rate traces have no
+# per-request tokens, so they take assumed means, and ``start_day`` and
+# ``days`` select whole seconds of the NASA series before binning.
+KIND_ONLY_KEYS: dict[str, tuple[str, ...]] = {
+    "clients": ("servegen",),
+    "seed": ("servegen",),
+    "mean_input_tokens": ("nasa", "servegen"),
+    "mean_output_tokens": ("nasa", "servegen"),
+    "start_day": ("nasa",),
+    "days": ("nasa",),
+}
+SECONDS_PER_DAY = 86400.0
 
 
 class TraceSpecError(ValueError):
@@ -106,9 +118,17 @@ def _number(spec: Mapping[str, Any], key: str, default: float, allow_zero: bool 
 
 
 def _optional_seconds(spec: Mapping[str, Any], key: str) -> float | None:
+    """Return ``spec[key]`` as a finite float >= 0, or None when the key is absent or null."""
     if spec.get(key) is None:
         return None
     return _number(spec, key, 0.0, allow_zero=True)
+
+
+def _optional_number(spec: Mapping[str, Any], key: str) -> float | None:
+    """Return ``spec[key]`` as a finite float > 0, or None when the key is absent or null."""
+    if spec.get(key) is None:
+        return None
+    return _number(spec, key, 0.0)
 
 
 def _check_keys(spec: Mapping[str, Any]) -> tuple[str, str]:
@@ -126,16 +146,25 @@ def _check_keys(spec: Mapping[str, Any]) -> tuple[str, str]:
     kinds = sorted([*REQUEST_READERS, *RATE_KINDS])
     if kind not in kinds:
         raise TraceSpecError(f"trace spec kind {kind!r} is unknown. Use one of {kinds}.")
-    if kind not in RATE_KINDS:
-        misplaced = [key for key in RATE_ONLY_KEYS if spec.get(key) is not None]
-        if misplaced:
-            raise TraceSpecError(
-                f"trace spec key(s) {misplaced} apply only to kind 'servegen', not {kind!r}. Remove them."
-            )
+    misplaced = [key for key, kinds in KIND_ONLY_KEYS.items() if kind not in kinds and spec.get(key) is not None]
+    if misplaced:
+        owners = sorted({owner for key in misplaced for owner in KIND_ONLY_KEYS[key]})
+        raise TraceSpecError(
+            f"trace spec key(s) {misplaced} apply only to kind {' or '.join(map(repr, owners))}, not {kind!r}. "
+            "Remove them."
+        )
     return kind, str(spec["path"])
 
 
-def _read_rate_trace(spec: Mapping[str, Any], path: Path) -> RateTrace:
+def _token_means(spec: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        key: _number(spec, key, 0.0, allow_zero=True)
+        for key in ("mean_input_tokens", "mean_output_tokens")
+        if spec.get(key) is not None
+    }
+
+
+def _read_servegen_spec(spec: Mapping[str, Any], path: Path) -> RateTrace:
     clients = spec.get("clients")
     if clients is not None:
         if isinstance(clients, (str, bytes)) or not all(
@@ -143,23 +172,60 @@ def _read_rate_trace(spec: Mapping[str, Any], path: Path) -> RateTrace:
         ):
             raise TraceSpecError(f"trace spec key 'clients' is {clients!r}. Give a list of integer client ids.")
         clients = list(clients)
-    means = {
-        key: _number(spec, key, 0.0, allow_zero=True)
-        for key in ("mean_input_tokens", "mean_output_tokens")
-        if spec.get(key) is not None
-    }
-    return read_servegen(path, clients, **means)
+    return read_servegen(path, clients, **_token_means(spec))
+
+
+def _read_nasa_spec(spec: Mapping[str, Any], path: Path) -> tuple[RateTrace, float]:
+    """Read the NASA series and cut the seconds that ``start_day`` and ``days`` select.
+
+    Return the cut trace and its offset in seconds from slot 0. The cut is
+    widened to whole 1-second slots.
+    """
+    start_day = _optional_seconds(spec, "start_day") or 0.0
+    days = _optional_number(spec, "days")
+    trace = read_nasa_http(path, **_token_means(spec))
+
+    total_s = trace.duration_s
+    total_days = total_s / SECONDS_PER_DAY
+    if start_day * SECONDS_PER_DAY >= total_s:
+        raise TraceSpecError(
+            f"trace spec key 'start_day' is {start_day:g}, but {path} covers {total_days:.6g} days "
+            f"({total_s:,.0f} s). Give a start_day below {total_days:.6g}."
+        )
+    first = math.floor(round(start_day * SECONDS_PER_DAY / trace.window_s, 6))
+    stop = len(trace)
+    if days is not None:
+        end_s = (start_day + days) * SECONDS_PER_DAY
+        stop = math.ceil(round(end_s / trace.window_s, 6))
+        if stop > len(trace):
+            # Rounded down to the microday, so that the suggested value itself fits.
+            max_days = math.floor((total_days - start_day) * 1e6) / 1e6
+            raise TraceSpecError(
+                f"trace spec key 'days' is {days:g}, so the window ends at day {start_day + days:g}, past the end "
+                f"of {path} at day {total_days:.6g}. Give days <= {max_days:.6f} for start_day {start_day:g}."
+            )
+        if stop <= first:
+            raise TraceSpecError(
+                f"trace spec key 'days' is {days:g}, shorter than a microsecond, so it selects no second of "
+                f"{path}. Give at least {1 / SECONDS_PER_DAY:.3g} days (1 s)."
+            )
+    if first == 0 and stop == len(trace):
+        return trace, 0.0
+    return replace(trace, rate_per_s=trace.rate_per_s[first:stop]), first * trace.window_s
 
 
 def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
     """Read the trace a spec names and turn it into the arrival series of an episode.
 
-    The steps run in this order: read, ``time_scale`` (compress time), bin into
-    ticks of ``tick_s`` seconds, cut ``[window_start_s, window_end_s)``, take the
-    ``split`` and multiply by ``rate_scale``. Window bounds are seconds of the
-    original trace, measured from its first request or window, so they keep
-    their meaning when ``time_scale`` changes. ``seed`` makes a rate trace give
-    Poisson-sampled counts instead of expected counts.
+    The steps run in this order: read, for kind ``nasa`` cut the days from
+    ``start_day`` to ``start_day + days``, ``time_scale`` (compress time), bin
+    into ticks of ``tick_s`` seconds, cut ``[window_start_s, window_end_s)``,
+    take the ``split`` and multiply by ``rate_scale``. Window bounds and days
+    count from the first request or window of the original trace, so they
+    keep their meaning when ``time_scale`` changes. A ``nasa`` series cut by
+    ``start_day`` keeps that time axis: its ``start_s`` is the cut's start.
+    ``seed`` makes a ServeGen trace give Poisson-sampled counts instead of
+    expected counts.
     """
     kind, raw_path = _check_keys(spec)
     tick_s = _number(spec, "tick_s", 15.0)
@@ -177,7 +243,13 @@ def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
 
     path = resolve_trace_path(raw_path)
     trace: RequestTrace | RateTrace
-    trace = _read_rate_trace(spec, path) if kind in RATE_KINDS else REQUEST_READERS[kind](path)
+    offset_s = 0.0
+    if kind == "servegen":
+        trace = _read_servegen_spec(spec, path)
+    elif kind == "nasa":
+        trace, offset_s = _read_nasa_spec(spec, path)
+    else:
+        trace = REQUEST_READERS[kind](path)
     if time_factor != 1.0:
         trace = time_scale(trace, time_factor)
     try:
@@ -189,6 +261,8 @@ def load_trace(spec: Mapping[str, Any]) -> ArrivalSeries:
         raise TraceSpecError(
             f"{path} cannot be binned with tick_s={tick_s:g} and time_scale={time_factor:g}: {error}"
         ) from None
+    if offset_s:
+        series = replace(series, start_s=offset_s / time_factor)
 
     if window_start is not None or window_end is not None:
         start = series.start_s if window_start is None else window_start / time_factor

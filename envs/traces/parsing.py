@@ -21,8 +21,9 @@ _TIMESTAMP_FIX = "Write times as YYYY-MM-DD HH:MM:SS with an optional fraction o
 # Bounds that tell a corrupt cell from real traffic. A count above
 # MAX_TOKENS_PER_REQUEST is far beyond any model's context window and would
 # overflow int64 sums. A trace longer than MAX_TRACE_SPAN_S (the longest
-# traces in conf/trace span 14 and 23 days) almost always has a mistyped date,
-# and binning it would allocate one array entry per tick of the whole span.
+# files that conf/trace reads span 14, 23 and 58.6 days) almost always has a
+# mistyped date, and binning it would allocate one array entry per tick of the
+# whole span.
 MAX_TOKENS_PER_REQUEST = 10**9
 MAX_TRACE_SPAN_S = 366 * 86400.0
 # Maximum length of a cell quoted in an error message.
