@@ -17,7 +17,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,27 +40,15 @@ def main(cfg: DictConfig) -> None:
     print(render_markdown(records))
     print(f"results written to {run_dir / 'results.json'}")
     if cfg.get("record_in_checkpoint", False):
+        protocol = OmegaConf.to_container(cfg.eval, resolve=True)
         summary = {
-            "protocol": {key: cfg.eval.get(key) for key in ("controllers", "seeds", "traces", "split", "fidelity")},
-            "workload": cfg.workload.get("deployments") and [str(d.name) for d in cfg.workload.deployments],
+            "protocol": {key: protocol.get(key) for key in ("controllers", "seeds", "traces", "split", "fidelity")},
+            "workload": [str(deployment.name) for deployment in cfg.workload.deployments],
             "cluster": str(cfg.cluster.get("name", "")),
             "metrics": summarize_records(records),
         }
-        path = record_evaluation(str(cfg.checkpoint), _plain(summary))
+        path = record_evaluation(str(cfg.checkpoint), summary)
         print(f"evaluation summary recorded in {path}")
-
-
-def _plain(value):
-    """Turn OmegaConf containers inside ``value`` into lists and dicts for JSON."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

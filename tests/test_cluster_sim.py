@@ -195,10 +195,10 @@ def test_token_scale_multiplies_request_tokens(catalog):
 
 
 def test_reward_cost_basis_by_hand(catalog):
-    # 1 request/s of 1000/100 tokens: one replica of any option at 85 %
-    # utilisation is more than enough, so the references are one replica of
-    # the option cheapest per replica: an L40S (1.86 USD/h) for dollars and a
-    # 3g.40gb slice (3/7 of a GPU) for GPU-hours, each for one 15-s tick.
+    # 1 request/s of 1000/100 tokens needs less than one replica of any option
+    # at 85 % utilisation. So each reference is one 15-s tick of the option
+    # cheapest per replica: an L40S (1.86 USD/h) for dollars and a 3g.40gb
+    # slice (3/7 of a GPU) for GPU-hours.
     from envs.reward import RewardWeights, compute_reward
 
     pools = [H100, {"name": "l40s", "gpu": "L40S-48GB", "nodes": 1, "gpus_per_node": 2},

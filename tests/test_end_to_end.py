@@ -33,7 +33,7 @@ def test_train_checkpoint_evaluate(tmp_path):
 
     eval_dir = tmp_path / "eval"
     out = run("evaluate.py", f"hydra.run.dir={eval_dir}", f"checkpoint={train_dir / 'policy.json'}",
-              "eval.seeds=[0]", "eval.controllers=[policy,hpa]")
+              "eval.seeds=[0]", "eval.controllers=[policy,hpa]", "record_in_checkpoint=true")
     assert "| policy |" in out.stdout
     assert "| hpa |" in out.stdout
     results = json.loads((eval_dir / "results.json").read_text())
@@ -47,6 +47,16 @@ def test_train_checkpoint_evaluate(tmp_path):
         assert record["gpu_hours"] > 0
     assert (eval_dir / "results.md").is_file()
     assert list(eval_dir.glob("timeseries_*.png"))
+
+    # The summary stored in the checkpoint repeats the one seed's values.
+    stored = json.loads((train_dir / "policy.json").read_text())["evaluation"]
+    assert stored["protocol"]["seeds"] == [0]
+    assert stored["workload"] == ["code-llm"]
+    policy = next(r for r in records if r["controller"] == "policy")
+    mean, half, seeds = stored["metrics"][policy["trace"]]["policy"]["gpu_hours"]
+    assert mean == policy["gpu_hours"]
+    assert half == 0.0
+    assert seeds == 1.0
 
 
 @pytest.mark.slow

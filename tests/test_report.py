@@ -60,8 +60,8 @@ def test_summary_records_allocation_sequence():
     from agent.metrics import EpisodeTrace, summarize
 
     trace = EpisodeTrace(tick_s=15.0, option_names=("h100-1", "a100-4"), deployment_names=("a", "b"))
-    # "a" moves from a100-4 to h100-1 at tick 2; "b" stays on h100-1. Each tick
-    # holds 4 GPUs on a100-4 or 1 GPU on h100-1, 15 s = 1/240 h.
+    # "a" moves from a100-4 to h100-1 at tick 2; "b" stays on h100-1. A tick
+    # uses 4 GPUs on a100-4 or 1 GPU on h100-1 for 15 s = 1/240 h.
     options = [[1, 0], [1, 0], [0, 0], [0, 0]]
     for tick, row in enumerate(options):
         row = np.array(row)
